@@ -1,0 +1,1 @@
+"""Benchmarks: throughput, memory and side-by-side comparisons with PyTorch references."""

@@ -1,0 +1,1 @@
+"""Checkpoints: orbax wrapper, converters of official weights, pretrained releases."""

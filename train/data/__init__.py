@@ -1,0 +1,1 @@
+"""Input pipelines: image data sets and the long-horizon forecasting benchmarks."""

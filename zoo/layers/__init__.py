@@ -1,0 +1,10 @@
+"""Building blocks shared by the model families (each defined once, here)."""
+
+from zoo.layers.drop_path import DropPath
+from zoo.layers.head import ClassifierHead
+from zoo.layers.layer_scale import LayerScale
+from zoo.layers.mlp import MlpBlock, gelu
+from zoo.layers.norms import layer_norm
+from zoo.layers.patch_embed import PatchEmbed
+
+__all__ = ["ClassifierHead", "DropPath", "LayerScale", "MlpBlock", "PatchEmbed", "gelu", "layer_norm"]

@@ -1,0 +1,271 @@
+"""Model registry: every model in the zoo is built by name.
+
+A family module registers one entry per named variant with `@register_model`: the decorated function's name is
+the model name, its return value the default constructor arguments, its docstring the description.
+
+    @register_model(MlpMixer, family="mlp_mixer", task="classification", paper=MIXER)
+    def mixer_b16_224():
+        '''Mixer-B/16 at 224x224 (paper Table 1).'''
+        return dict(patch_size=16, num_blocks=12, hidden_dim=768, ...)
+
+    model = zoo.create_model("mixer_b16_224", num_classes=10)   # a flax.linen.Module
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import functools
+import math
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+TASKS = ("classification", "forecasting")
+
+
+@dataclasses.dataclass(frozen=True)
+class Paper:
+    """Where a model comes from."""
+
+    title: str
+    arxiv: str
+    code: str  # URL of the official implementation
+
+    @property
+    def url(self) -> str:
+        return f"https://arxiv.org/abs/{self.arxiv}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedCfg:
+    """One released set of weights for a model, and the preprocessing that travels with it (timm's PretrainedCfg).
+
+    `source` names the converter (`checkpoints.convert(..., source=...)`) that maps the file to our parameters.
+    `sha256` is checked after download when known.
+    """
+
+    url: str
+    source: str
+    num_classes: int
+    sha256: str | None = None
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    input_size: tuple[int, int, int] = (224, 224, 3)
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    license: str = ""
+    notes: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    module_cls: type[nn.Module]
+    defaults: Mapping[str, Any]
+    family: str
+    task: str
+    paper: Paper
+    description: str
+    data_config: Mapping[str, Any]
+    pretrained: Mapping[str, PretrainedCfg]
+
+    def accepted_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.module_cls) if f.name not in ("parent", "name"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What `zoo.model_info(name)` tells about a registered model."""
+
+    name: str
+    family: str
+    task: str
+    paper: Paper
+    description: str
+    input_spec: Mapping[str, tuple[int, ...]]  # per-example shapes of the call's inputs (no batch axis)
+    num_params: int
+    config: Mapping[str, Any]
+    data_config: Mapping[str, Any]
+    pretrained: tuple[str, ...]
+
+    @property
+    def code(self) -> str:
+        return self.paper.code
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+# Preprocessing defaults of a model without released weights: inputs in [-1, 1].
+DEFAULT_DATA_CONFIG = MappingProxyType(
+    dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.875, interpolation="bicubic")
+)
+
+
+def register_model(
+    module_cls: type[nn.Module],
+    *,
+    family: str,
+    task: str,
+    paper: Paper,
+    data_config: Mapping[str, Any] | None = None,
+    pretrained: Mapping[str, PretrainedCfg] | None = None,
+) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], dict[str, Any]]]:
+    """Registers the decorated function's name as a model built by `module_cls(**fn())`."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+    def decorator(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(
+                f"model {name!r} is already registered (by {_REGISTRY[name].module_cls.__module__}); "
+                "pick another name"
+            )
+        defaults = dict(fn())
+        entry = ModelEntry(
+            name=name,
+            module_cls=module_cls,
+            defaults=MappingProxyType(defaults),
+            family=family,
+            task=task,
+            paper=paper,
+            description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+            data_config=MappingProxyType({**DEFAULT_DATA_CONFIG, **(data_config or {})}),
+            pretrained=MappingProxyType(dict(pretrained or {})),
+        )
+        unknown = sorted(set(defaults) - set(entry.accepted_fields()))
+        if unknown:
+            raise TypeError(f"{name}: {module_cls.__name__} has no fields {unknown}")
+        _REGISTRY[name] = entry
+        return fn
+
+    return decorator
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """'mixer_b16_224.goog_in1k' -> ('mixer_b16_224', 'goog_in1k')."""
+    arch, _, tag = name.partition(".")
+    return arch, (tag or None)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of `name` (a tag after '.' is allowed); unknown names list the closest matches."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    arch, tag = split_name(name)
+    if arch not in _REGISTRY:
+        close = difflib.get_close_matches(arch, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown model {arch!r}{hint}. See zoo.list_models() for all {len(_REGISTRY)} names.")
+    entry = _REGISTRY[arch]
+    if tag is not None and tag not in entry.pretrained:
+        known = ", ".join(f"{arch}.{t}" for t in entry.pretrained) or "none"
+        raise ValueError(f"model {arch!r} has no pretrained tag {tag!r}; registered releases: {known}")
+    return entry
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Builds the registered model `name` with its defaults updated by `overrides`.
+
+    An override the model does not accept raises a TypeError naming the accepted fields. With a pretrained tag
+    (`name.tag`) the head size defaults to that release's number of classes.
+    """
+    entry = get_entry(name)
+    accepted = entry.accepted_fields()
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"{entry.name} ({entry.module_cls.__name__}) does not accept {unknown}; accepted fields: "
+            f"{', '.join(accepted)}"
+        )
+    kwargs = dict(entry.defaults)
+    _, tag = split_name(name)
+    if tag is not None and "num_classes" in accepted:
+        kwargs["num_classes"] = entry.pretrained[tag].num_classes
+    kwargs.update(overrides)
+    return entry.module_cls(**kwargs)
+
+
+def list_models(pattern: str = "*", task: str | None = None, pretrained: bool = False) -> list[str]:
+    """Sorted registered names matching the fnmatch `pattern`, optionally of one task or with released weights.
+
+    With `pretrained=True` the names carry their tags (`mixer_b16_224.goog_in1k`).
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS} or None, got {task!r}")
+    names = []
+    for name, entry in _REGISTRY.items():
+        if task is not None and entry.task != task:
+            continue
+        if pretrained:
+            names += [f"{name}.{tag}" for tag in entry.pretrained if fnmatch.fnmatch(f"{name}.{tag}", pattern)]
+        elif fnmatch.fnmatch(name, pattern):
+            names.append(name)
+    return sorted(names)
+
+
+def input_spec(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Per-example input shapes of `model` (no batch axis), keyed by the call's argument names."""
+    spec = getattr(model, "input_spec", None)
+    if spec is None:
+        raise TypeError(f"{type(model).__name__} does not follow the zoo contract: no input_spec()")
+    return dict(spec())
+
+
+def dummy_inputs(model: nn.Module, batch_size: int = 1, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+    """Zero inputs of the right shapes for `model.init(key, **dummy_inputs(model))`."""
+    return {k: jnp.zeros((batch_size, *shape), dtype) for k, shape in input_spec(model).items()}
+
+
+def abstract_variables(model: nn.Module) -> Any:
+    """Shapes and dtypes of `model.init(...)` without computing anything (jax.eval_shape)."""
+    inputs = {k: jax.ShapeDtypeStruct((1, *s), jnp.float32) for k, s in input_spec(model).items()}
+    return jax.eval_shape(lambda kw: model.init(jax.random.key(0), **kw, train=False), inputs)
+
+
+def count_params(variables_or_model: Any) -> int:
+    """Number of scalars in the `params` collection of a variables tree (or of a model, via eval_shape)."""
+    if isinstance(variables_or_model, nn.Module):
+        variables_or_model = abstract_variables(variables_or_model)
+    params = variables_or_model.get("params", variables_or_model)
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+
+
+@functools.lru_cache(maxsize=None)
+def _num_params(name: str) -> int:
+    return count_params(create_model(name))
+
+
+def model_info(name: str) -> ModelInfo:
+    """Family, task, paper, input spec, parameter count (computed with eval_shape), config and releases."""
+    entry = get_entry(name)
+    model = create_model(entry.name)
+    return ModelInfo(
+        name=entry.name,
+        family=entry.family,
+        task=entry.task,
+        paper=entry.paper,
+        description=entry.description,
+        input_spec=MappingProxyType(input_spec(model)),
+        num_params=_num_params(entry.name),
+        config=entry.defaults,
+        data_config=entry.data_config,
+        pretrained=tuple(entry.pretrained),
+    )
+
+
+def pretrained_cfg(name: str) -> PretrainedCfg:
+    """The release `name.tag` (the first registered tag when `name` has none)."""
+    entry = get_entry(name)
+    _, tag = split_name(name)
+    if tag is None:
+        if not entry.pretrained:
+            raise ValueError(f"model {entry.name!r} has no registered pretrained weights")
+        tag = next(iter(entry.pretrained))
+    return entry.pretrained[tag]
