@@ -231,5 +231,7 @@ def mixer_ti4_32():
 
 @_register()
 def mixer_ti1_8():
-    """A tiny Mixer for 8x8 images (scikit-learn digits): patch 1, 64 tokens, 4 blocks of width 64."""
-    return dict(img_size=8, patch_size=1, num_blocks=4, hidden_dim=64, tokens_mlp_dim=64, channels_mlp_dim=256)
+    """A tiny Mixer for 8x8 grayscale images (scikit-learn digits): patch 1, 64 tokens, 4 blocks of width 64."""
+    return dict(
+        img_size=8, in_chans=1, patch_size=1, num_blocks=4, hidden_dim=64, tokens_mlp_dim=64, channels_mlp_dim=256
+    )

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 TASKS = ("classification", "forecasting")
 
@@ -237,7 +237,7 @@ def count_params(variables_or_model: Any) -> int:
     return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _num_params(name: str) -> int:
     return count_params(create_model(name))
 

@@ -1,0 +1,160 @@
+"""Registry-driven harness: every registered model, at a tiny size, honours the model contract."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+
+# Tiny constructor overrides per family, so the harness is cheap on CPU; every family must have one.
+TINY = {
+    "mlp_mixer": lambda cfg: dict(
+        img_size=2 * cfg["patch_size"], hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=24, num_blocks=2
+    ),
+}
+
+# Exact parameter counts with the default (1000-class) head, computed with jax.eval_shape (no compute).
+# B/16, B/32 and L/16 are the counts hard-coded in google-research/vision_transformer models_test.py; the others
+# follow from paper Table 1 (see test_mixer_counts_follow_the_paper_formula).
+EXPECTED_PARAMS = {
+    "mixer_s32_224": 19_104_624,
+    "mixer_s16_224": 18_528_264,
+    "mixer_b32_224": 60_293_428,
+    "mixer_b16_224": 59_880_472,
+    "mixer_l32_224": 206_939_264,
+    "mixer_l16_224": 208_196_168,
+    "mixer_h14_224": 432_350_952,
+    "mixer_ti4_32": 1_259_880,
+    "mixer_ti1_8": 231_912,
+}
+
+NAMES = zoo.list_models()
+BATCH = 2
+
+
+def tiny_model(name, **overrides):
+    entry = zoo.get_entry(name)
+    return zoo.create_model(name, **{**TINY[entry.family](dict(entry.defaults)), **overrides})
+
+
+def random_inputs(model, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: jnp.asarray(rng.standard_normal((BATCH, *s)), jnp.float32) for k, s in zoo.input_spec(model).items()}
+
+
+def perturbed_variables(model, inputs):
+    """Initialised variables with every leaf moved off its init (zero heads would hide upstream gradients)."""
+    variables = model.init(jax.random.key(0), **inputs)
+    leaves, treedef = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    leaves = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def expected_output_shape(name, model):
+    if zoo.get_entry(name).task == "classification":
+        return (BATCH, model.num_classes)
+    return (BATCH, model.pred_len, model.enc_in)
+
+
+def test_every_family_has_a_tiny_config():
+    families = {zoo.get_entry(n).family for n in NAMES}
+    assert families <= set(TINY), f"add a TINY entry for {sorted(families - set(TINY))}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_shape_finite_and_jit_equals_eager(name):
+    model = tiny_model(name)
+    inputs = random_inputs(model)
+    variables = perturbed_variables(model, inputs)
+    eager = model.apply(variables, **inputs, train=False)
+    jitted = jax.jit(lambda v, x: model.apply(v, **x, train=False))(variables, inputs)
+    assert eager.shape == expected_output_shape(name, model)
+    assert eager.dtype == jnp.float32
+    assert np.isfinite(np.asarray(eager)).all()
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_receives_a_gradient(name):
+    model = tiny_model(name)
+    inputs = random_inputs(model)
+    variables = perturbed_variables(model, inputs)
+
+    def loss(params):
+        out = model.apply({**variables, "params": params}, **inputs, train=True, rngs={"dropout": jax.random.key(2)})
+        return jnp.mean(jnp.sin(3.0 * out) + out**2)
+
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+    dead = [jax.tree_util.keystr(path) for path, g in flat if not np.any(np.asarray(g) != 0)]
+    assert not dead, f"parameters without gradient: {dead}"
+    assert all(np.isfinite(np.asarray(g)).all() for _, g in flat)
+
+
+@pytest.mark.parametrize("name", zoo.list_models(task="classification"))
+def test_num_classes_override_and_pooled_features(name):
+    model = tiny_model(name, num_classes=3)
+    inputs = random_inputs(model)
+    variables = model.init(jax.random.key(0), **inputs)
+    assert model.apply(variables, **inputs).shape == (BATCH, 3)
+    features_model = tiny_model(name, num_classes=0)
+    features_vars = features_model.init(jax.random.key(0), **inputs)
+    features = features_model.apply(features_vars, **inputs)
+    assert features.ndim == 2 and features.shape[0] == BATCH
+    assert "head" not in features_vars["params"]
+    # The features are what the head sees: logits = features @ kernel + bias.
+    head = variables["params"]["head"]
+    trunk = {k: v for k, v in variables["params"].items() if k != "head"}
+    logits = features_model.apply({"params": trunk}, **inputs) @ head["kernel"] + head["bias"]
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(model.apply(variables, **inputs)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_compute_keeps_float32_params(name):
+    model = tiny_model(name, dtype=jnp.bfloat16)
+    inputs = random_inputs(model)
+    variables = model.init(jax.random.key(0), **inputs)
+    assert {x.dtype for x in jax.tree.leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
+    out = model.apply(variables, **inputs)
+    assert out.dtype == jnp.float32 and np.isfinite(np.asarray(out)).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_input_shape_is_a_clear_error(name):
+    model = tiny_model(name)
+    inputs = random_inputs(model)
+    variables = model.init(jax.random.key(0), **inputs)
+    first = next(iter(inputs))
+    bad = {**inputs, first: inputs[first][..., :1] if inputs[first].shape[-1] > 1 else inputs[first][:, :1]}
+    with pytest.raises(ValueError, match=r"expects .*got"):
+        model.apply(variables, **bad)
+
+
+def test_all_registered_models_have_an_expected_parameter_count():
+    assert set(EXPECTED_PARAMS) == set(NAMES), "add the new model's exact parameter count to EXPECTED_PARAMS"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count(name):
+    assert zoo.count_params(zoo.create_model(name)) == EXPECTED_PARAMS[name]
+    assert zoo.model_info(name).num_params == EXPECTED_PARAMS[name]
+
+
+def mixer_param_count(patch, in_chans, tokens, hidden, tokens_mlp, channels_mlp, blocks, classes):
+    """Paper Table 1 arithmetic, independent of the model code."""
+    stem = patch * patch * in_chans * hidden + hidden
+    token_mlp = tokens * tokens_mlp + tokens_mlp + tokens_mlp * tokens + tokens
+    channel_mlp = hidden * channels_mlp + channels_mlp + channels_mlp * hidden + hidden
+    block = 2 * 2 * hidden + token_mlp + channel_mlp
+    return stem + blocks * block + 2 * hidden + hidden * classes + classes
+
+
+@pytest.mark.parametrize("name", zoo.list_models("mixer_*"))
+def test_mixer_counts_follow_the_paper_formula(name):
+    cfg = zoo.get_entry(name).defaults
+    tokens = (cfg["img_size"] // cfg["patch_size"]) ** 2
+    widths = cfg["hidden_dim"], cfg["tokens_mlp_dim"], cfg["channels_mlp_dim"]
+    expected = mixer_param_count(cfg["patch_size"], cfg.get("in_chans", 3), tokens, *widths, cfg["num_blocks"], 1000)
+    assert EXPECTED_PARAMS[name] == expected
