@@ -1,0 +1,316 @@
+"""The orbax wrapper: round trips, retention, cleanup of interrupted saves, integrity, strict structure, presets."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from checkpoints.manager import (
+    CheckpointManager,
+    CheckpointStructureError,
+    CheckpointWarning,
+    CorruptCheckpointError,
+    load_params,
+    save_params,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_state(seed: int = 0, scale: float = 1.0):
+    key = jax.random.key(seed)
+    params = nn.Dense(8).init(key, jnp.ones((1, 16)))["params"]
+    params = jax.tree.map(lambda x: x + scale * jax.random.normal(key, x.shape), params)
+    opt_state = optax.adam(1e-3).init(params)
+    opt_state = jax.tree.map(lambda x: x + scale if jnp.issubdtype(x.dtype, jnp.floating) else x, opt_state)
+    return {
+        "params": params,
+        "opt_state": opt_state,
+        "step": jnp.asarray(7 * seed + 1, jnp.int32),
+        "rng": jax.random.key_data(jax.random.fold_in(key, seed)),
+    }
+
+
+def abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def assert_tree_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip_with_optax_state_and_key_data(tmp_path):
+    state = make_state(1)
+    with CheckpointManager(tmp_path, async_save=False) as mngr:
+        assert mngr.latest_step() is None
+        assert mngr.save(
+            10, state, data_state={"next_index": 7}, metrics={"loss": np.float32(0.5)}, extra={"config": "x"}
+        )
+        assert mngr.all_steps() == [10]
+        r = mngr.restore(abstract(state))
+    assert r.step == 10
+    assert r.data_state == {"next_index": 7} and r.metrics == {"loss": 0.5} and r.extra == {"config": "x"}
+    assert_tree_equal(r.state, state)
+    assert isinstance(r.state["opt_state"][0], optax.ScaleByAdamState)
+    key = jax.random.wrap_key_data(r.state["rng"])
+    expected = jax.random.fold_in(jax.random.key(1), 1)
+    np.testing.assert_array_equal(jax.random.uniform(key, (4,)), jax.random.uniform(expected, (4,)))
+
+    # A concrete target works too, and the target's dtype wins.
+    target = dict(state, params=jax.tree.map(lambda x: x.astype(jnp.bfloat16), state["params"]))
+    with CheckpointManager(tmp_path) as mngr:
+        r = mngr.restore(target)
+    assert r.state["params"]["kernel"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(r.state["params"]["kernel"], state["params"]["kernel"], rtol=1e-2)
+
+    with CheckpointManager(tmp_path / "keys") as mngr, pytest.raises(TypeError, match="key_data"):
+        mngr.save(1, {"rng": jax.random.key(0)})
+
+
+def test_async_save_then_restore(tmp_path):
+    states = {s: make_state(s) for s in (1, 2)}
+    with CheckpointManager(tmp_path, async_save=True) as mngr:
+        mngr.save(1, states[1])
+        mngr.wait_until_finished()
+        assert mngr.all_steps() == [1]
+        mngr.save(2, states[2], data_state={"next_index": 2})
+        r = mngr.restore(abstract(states[2]))  # waits for the save in flight
+        assert r.step == 2
+        assert_tree_equal(r.state, states[2])
+        mngr.save(3, states[1])  # closing must finish this one
+    with CheckpointManager(tmp_path) as mngr:
+        assert mngr.all_steps() == [1, 2, 3]
+        assert_tree_equal(mngr.restore(abstract(states[1])).state, states[1])
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_retention_keeps_last_k_and_best(tmp_path, mode):
+    losses = [5.0, 1.0, 3.0, 4.0, 2.0, 6.0]
+    values = losses if mode == "min" else [-v for v in losses]
+    state = {"w": jnp.ones(4)}
+    with CheckpointManager(tmp_path, max_to_keep=2, best_metric="loss", best_mode=mode) as mngr:
+        for step, value in enumerate(values, start=1):
+            mngr.save(step, state, metrics={"loss": value, "other": 0.0})
+        mngr.wait_until_finished()
+        assert mngr.all_steps() == [2, 5, 6]
+        assert mngr.best_step() == 2
+        # A diverged step is not saved: the good checkpoints stay as they are.
+        with pytest.warns(CheckpointWarning, match="non-finite"):
+            assert not mngr.save(7, state, metrics={"loss": float("nan")})
+        with pytest.warns(CheckpointWarning, match="non-finite values in w"):
+            assert not mngr.save(7, {"w": jnp.array([1.0, jnp.inf, 0.0, 0.0])}, metrics={"loss": 0.0})
+        assert mngr.all_steps() == [2, 5, 6]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "5", "6"]
+    with CheckpointManager(tmp_path, max_to_keep=2, best_metric="loss", best_mode=mode) as mngr:
+        assert mngr.best_step() == 2 and mngr.latest_step() == 6
+
+
+def test_leftover_tmp_and_empty_step_are_cleaned(tmp_path):
+    state = make_state(0)
+    with CheckpointManager(tmp_path) as mngr:
+        mngr.save(1, state)
+        mngr.save(2, state)
+    (tmp_path / "3.orbax-checkpoint-tmp-1234" / "state").mkdir(parents=True)
+    (tmp_path / "4").mkdir()
+    (tmp_path / "5" / "state").mkdir(parents=True)
+    with pytest.warns(CheckpointWarning) as record:
+        mngr = CheckpointManager(tmp_path)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "3.orbax-checkpoint-tmp-1234" in messages and "temporary" in messages
+    assert f"{tmp_path / '4'}:" in messages and f"{tmp_path / '5'}:" in messages
+    with mngr:
+        assert mngr.all_steps() == [1, 2] and mngr.latest_step() == 2
+        assert mngr.restore(abstract(state)).step == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
+def _zero_middle_of_largest_file(step_dir: Path) -> None:
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    target = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(target.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(64)
+    target.write_bytes(bytes(data))
+
+
+def test_corrupted_bytes_fall_back_to_previous_step(tmp_path):
+    # Random bits: tensorstore zstd-compresses chunks, and only incompressible data is stored raw, where zeroed
+    # bytes go unnoticed by the decoder (compressed blocks would fail loudly, which also falls back).
+    noise = jax.random.bits(jax.random.key(0), (128, 128), jnp.uint32)
+    big = lambda v: {"w": noise + int(v), "b": jnp.arange(8.0) * v}
+    with CheckpointManager(tmp_path) as mngr:
+        mngr.save(1, big(1.0), data_state={"next_index": 1})
+        mngr.save(2, big(2.0), data_state={"next_index": 2})
+    _zero_middle_of_largest_file(tmp_path / "2")
+    with CheckpointManager(tmp_path) as mngr:
+        with pytest.warns(CheckpointWarning, match=r"step 2 .*checksum mismatch.*w"):
+            r = mngr.restore(abstract(big(0.0)))
+        assert r.step == 1 and r.data_state == {"next_index": 1}
+        assert_tree_equal(r.state, big(1.0))
+        assert mngr.latest_step() == 1
+        with pytest.raises(CorruptCheckpointError, match="step 2"):
+            mngr.restore(abstract(big(0.0)), step=2)
+        # Resuming from step 1 and saving step 2 again replaces the corrupt step.
+        with pytest.warns(CheckpointWarning, match=r"deleting checkpoints at steps \[2\]"):
+            mngr.save(2, big(3.0))
+        assert_tree_equal(mngr.restore(abstract(big(0.0))).state, big(3.0))
+
+
+def test_unreadable_step_falls_back(tmp_path):
+    state = {"w": jnp.ones(3)}
+    with CheckpointManager(tmp_path) as mngr:
+        mngr.save(1, state)
+        mngr.save(2, state)
+    (tmp_path / "2" / "meta" / "metadata").unlink()
+    with CheckpointManager(tmp_path) as mngr:
+        with pytest.warns(CheckpointWarning, match="skipping checkpoint step 2"):
+            assert mngr.restore(abstract(state)).step == 1
+    (tmp_path / "1" / "meta" / "metadata").unlink()
+    with CheckpointManager(tmp_path) as mngr, pytest.warns(CheckpointWarning), pytest.raises(FileNotFoundError):
+        mngr.restore(abstract(state))
+
+
+def test_structure_mismatch_names_paths(tmp_path):
+    state = make_state(0)
+    with CheckpointManager(tmp_path) as mngr:
+        mngr.save(1, state)
+    target = abstract(state)
+    target["params"]["extra"] = jax.ShapeDtypeStruct((3,), jnp.float32)
+    del target["rng"]
+    target["params"]["kernel"] = jax.ShapeDtypeStruct((16, 4), jnp.float32)
+    with CheckpointManager(tmp_path) as mngr, warnings.catch_warnings():
+        warnings.simplefilter("error", CheckpointWarning)  # raised at once, not treated as an unreadable step
+        with pytest.raises(CheckpointStructureError) as err:
+            mngr.restore(target)
+    message = str(err.value)
+    assert "missing in checkpoint step 1: params/extra" in message
+    assert "unexpected in checkpoint step 1 (not in target): rng" in message
+    assert "params/kernel (16, 8) != (16, 4)" in message
+    assert "opt_state/0/mu/kernel" not in message
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+import jax.numpy as jnp
+from checkpoints.manager import CheckpointManager
+
+mngr = CheckpointManager(sys.argv[1], async_save=True)
+state = lambda v: {f"w{i}": jnp.full((1024, 1024), v + i, jnp.float32) for i in range(8)}
+mngr.save(1, state(1.0))
+mngr.wait_until_finished()
+mngr.save(2, state(2.0))
+print(sorted(os.listdir(sys.argv[1])), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_kill_during_async_save_keeps_previous_checkpoint(tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(workdir)], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        mngr = CheckpointManager(workdir)
+    with mngr:
+        step = mngr.latest_step()
+        assert step in (1, 2)
+        target = {f"w{i}": jax.ShapeDtypeStruct((1024, 1024), jnp.float32) for i in range(8)}
+        r = mngr.restore(target)
+    assert r.step == step
+    for i in range(8):
+        np.testing.assert_array_equal(r.state[f"w{i}"], np.full((1024, 1024), step + i, np.float32))
+    assert not [p for p in workdir.iterdir() if "tmp" in p.name]
+    if "orbax-checkpoint-tmp" in proc.stdout:  # the usual case: killed before step 2 committed
+        assert any("temporary" in str(w.message) for w in record)
+
+
+MULTI_DEVICE_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from checkpoints.manager import CheckpointManager, load_params, save_params
+
+assert jax.device_count() == 4, jax.devices()
+mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+state = {"params": {"w": jnp.arange(32.0).reshape(8, 4), "b": jnp.ones(4)}, "step": jnp.asarray(3)}
+with CheckpointManager(sys.argv[1] + "/run") as mngr:  # saved from single-device arrays
+    mngr.save(3, state)
+replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+target = {
+    "params": {"w": jax.ShapeDtypeStruct((8, 4), jnp.bfloat16, sharding=rows),
+               "b": jax.ShapeDtypeStruct((4,), jnp.float32, sharding=replicated)},
+    "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
+}
+with CheckpointManager(sys.argv[1] + "/run") as mngr:
+    r = mngr.restore(target)
+for got, want in zip(jax.tree.leaves(r.state), jax.tree.leaves(target)):
+    assert got.sharding == want.sharding and got.dtype == want.dtype, (got.sharding, got.dtype)
+np.testing.assert_array_equal(np.asarray(r.state["params"]["w"], np.float32), np.arange(32.0).reshape(8, 4))
+assert int(r.state["step"]) == 3
+# Saving replicated arrays and restoring them again (checksums are computed from the replicas).
+with CheckpointManager(sys.argv[1] + "/run") as mngr:
+    mngr.save(4, r.state)
+    again = mngr.restore(target)
+assert again.step == 4 and again.state["params"]["b"].sharding == replicated
+save_params(sys.argv[1] + "/preset", r.state["params"], config={"model": "m"})
+params, _, _ = load_params(sys.argv[1] + "/preset", target["params"])
+assert params["w"].sharding == rows
+print("OK")
+"""
+
+
+def test_restore_into_replicated_sharding_on_four_devices(tmp_path):
+    script = tmp_path / "multi.py"
+    script.write_text(MULTI_DEVICE_SCRIPT)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO, env=env
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_save_and_load_params_preset(tmp_path):
+    params = nn.Dense(8).init(jax.random.key(0), jnp.ones((1, 16)))["params"]
+    params = {"Dense_0": dict(params), "scale": jnp.ones(3, jnp.bfloat16)}
+    config = {"model": "mixer_s16_224", "num_classes": 10}
+    save_params(tmp_path / "preset", params, config=config, metadata={"source": "test"})
+    assert sorted(p.name for p in (tmp_path / "preset").iterdir()) == ["config.json", "metadata.json", "params"]
+    assert json.loads((tmp_path / "preset" / "config.json").read_text()) == config
+
+    loaded, cfg, meta = load_params(tmp_path / "preset")
+    assert cfg == config and meta == {"source": "test"}
+    assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(loaded))
+    assert_tree_equal(loaded, jax.tree.map(np.asarray, params))
+
+    loaded, _, _ = load_params(tmp_path / "preset", abstract(params))
+    assert_tree_equal(loaded, params)
+    wrong = abstract(params)
+    wrong["head"] = jax.ShapeDtypeStruct((2,), jnp.float32)
+    with pytest.raises(CheckpointStructureError, match=r"missing in preset .*: head"):
+        load_params(tmp_path / "preset", wrong)
+
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_params(tmp_path / "nowhere")
+    (tmp_path / "preset" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        load_params(tmp_path / "preset")
+    with pytest.raises(TypeError, match="keys must be strings"):
+        save_params(tmp_path / "bad", {"a": {0: jnp.ones(2)}}, config={})
+    with pytest.raises(TypeError, match="list at a"):
+        save_params(tmp_path / "bad", {"a": [jnp.ones(2)]}, config={})
