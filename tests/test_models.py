@@ -12,6 +12,7 @@ TINY = {
     "mlp_mixer": lambda cfg: dict(
         img_size=2 * cfg["patch_size"], hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=24, num_blocks=2
     ),
+    "softs": lambda cfg: dict(seq_len=16, pred_len=8, enc_in=3, d_model=16, d_core=8, d_ff=24, e_layers=2),
 }
 
 # Exact parameter counts with the default (1000-class) head, computed with jax.eval_shape (no compute).
@@ -26,7 +27,9 @@ EXPECTED_PARAMS = {
     "mixer_l16_224": 208_196_168,
     "mixer_h14_224": 432_350_952,
     "mixer_ti4_32": 1_259_880,
-    "mixer_ti1_8": 231_912,
+    "mixer_ti2_8": 137_064,
+    # SOFTS: the official run.py defaults (see test_softs_counts_follow_the_layer_arithmetic).
+    "softs": 6_927_968,
 }
 
 NAMES = zoo.list_models()
@@ -158,3 +161,22 @@ def test_mixer_counts_follow_the_paper_formula(name):
     widths = cfg["hidden_dim"], cfg["tokens_mlp_dim"], cfg["channels_mlp_dim"]
     expected = mixer_param_count(cfg["patch_size"], cfg.get("in_chans", 3), tokens, *widths, cfg["num_blocks"], 1000)
     assert EXPECTED_PARAMS[name] == expected
+
+
+def softs_param_count(seq_len, pred_len, d_model, d_core, d_ff, e_layers):
+    """The official module's layers, counted by hand: embedding Linear(L, d); per layer STAR's Linear(d, d),
+    Linear(d, d'), Linear(d + d', d), Linear(d, d), the feed-forward Conv1d(d, d_ff, 1), Conv1d(d_ff, d, 1) and two
+    LayerNorms; projection Linear(d, H). Time-feature tokens share the embedding, so enc_in and F add nothing."""
+    d, c = d_model, d_core
+    embedding = seq_len * d + d
+    star = (d * d + d) + (d * c + c) + ((d + c) * d + d) + (d * d + d)
+    feed_forward = d * d_ff + d_ff + d_ff * d + d
+    layer = star + feed_forward + 2 * 2 * d
+    return embedding + e_layers * layer + d * pred_len + pred_len
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if zoo.get_entry(n).family == "softs"])
+def test_softs_counts_follow_the_layer_arithmetic(name):
+    cfg = zoo.get_entry(name).defaults
+    sizes = ("seq_len", "pred_len", "d_model", "d_core", "d_ff", "e_layers")
+    assert EXPECTED_PARAMS[name] == softs_param_count(*(cfg[k] for k in sizes))

@@ -230,8 +230,8 @@ def mixer_ti4_32():
 
 
 @_register()
-def mixer_ti1_8():
-    """A tiny Mixer for 8x8 grayscale images (scikit-learn digits): patch 1, 64 tokens, 4 blocks of width 64."""
+def mixer_ti2_8():
+    """A tiny Mixer for 8x8 grayscale images (scikit-learn digits): patch 2, 16 tokens, 4 blocks of width 64."""
     return dict(
-        img_size=8, in_chans=1, patch_size=1, num_blocks=4, hidden_dim=64, tokens_mlp_dim=64, channels_mlp_dim=256
+        img_size=8, in_chans=1, patch_size=2, num_blocks=4, hidden_dim=64, tokens_mlp_dim=32, channels_mlp_dim=128
     )

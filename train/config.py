@@ -1,0 +1,133 @@
+"""The trainer's configuration schema: every field, its default and its meaning.
+
+Config files in `train/configs/` start from `base_config()` and change what they need; `validate` rejects keys
+the schema does not know (naming the closest ones), so a typo never silently trains the wrong thing.
+"""
+
+import difflib
+
+import ml_collections
+
+from train.optim import default_optim_config
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model_name = "mixer_ti2_8"  # any registered name, see zoo.list_models()
+    c.model = ml_collections.ConfigDict()  # constructor overrides for zoo.create_model (free-form)
+    c.compute_dtype = "float32"  # or "bfloat16": bf16 compute, float32 parameters and optimizer state
+
+    c.task = t = ml_collections.ConfigDict()
+    t.name = "classification"  # or "forecasting"
+    t.label_smoothing = 0.0
+    t.mixup_alpha = 0.0  # > 0 turns mixup on
+    t.cutmix_alpha = 0.0  # > 0 turns cutmix on
+    t.mix_prob = 1.0  # probability of mixing a batch when mixup/cutmix is on
+    t.switch_prob = 0.5  # probability of cutmix rather than mixup when both are on
+    t.metrics_original_scale = False  # forecasting: also report MSE/MAE after inverse scaling
+
+    c.data = d = ml_collections.ConfigDict()
+    d.dataset = "digits"  # 'digits', 'tfds:<name>', 'folder:<path>', 'npz:<path>', 'idx:<dir>'; or ETTh1, ..., a CSV
+    d.data_dir = ""  # "" = $MIXER_ZOO_DATA (forecasting) or the spec's own default
+    d.train_split = "train"
+    d.val_split = ""  # "" = no validation (no early stopping)
+    d.test_split = "test"
+    d.train_drop_remainder = False  # False: the short last batch of an epoch is padded and masked, not dropped
+    d.num_threads = 2  # grain prefetch threads
+    d.prefetch = 4
+    # Images.
+    d.augment = "rrc"  # 'rrc' (random resized crop), 'pad_crop' (small images) or 'none'
+    d.flip = True
+    d.rrc_scale = (0.08, 1.0)
+    d.crop_padding = 4  # 'pad_crop': zero padding before the random crop
+    d.randaugment_ops = 0  # > 0 turns RandAugment on
+    d.randaugment_magnitude = 9.0
+    # Forecasting (the standard protocol, see train/data/timeseries.py).
+    d.features = "M"  # M, S or MS
+    d.target = "OT"
+    d.freq = "h"
+    d.timeenc = True  # timeF features (for models with num_time_features > 0)
+    d.scale = True
+
+    c.batch_size = 128  # global, over all devices and processes
+    c.eval_batch_size = 0  # 0 = batch_size
+    c.total_steps = 0  # give total_steps or total_epochs
+    c.total_epochs = 0.0
+    c.accum_steps = 1  # gradient accumulation: micro-batches of batch_size / accum_steps
+    c.optim = default_optim_config()
+    c.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the parameters
+
+    c.log_every_steps = 50
+    c.eval_every_steps = 0  # validation every N steps; 0 = use eval_every_epochs
+    c.eval_every_epochs = 1  # validation at the end of every N-th epoch (when a val split is set)
+
+    c.checkpoint = k = ml_collections.ConfigDict()
+    k.every_steps = 0  # also save every N steps (0 = only at evaluations and at the end)
+    k.max_to_keep = 3
+    k.async_save = True
+
+    c.early_stopping = e = ml_collections.ConfigDict()
+    e.metric = ""  # e.g. "val/mse": track the best evaluation and test the best checkpoint at the end
+    e.mode = "min"
+    e.patience = 0  # stop after this many evaluations without improvement; 0 = never stop early
+
+    c.mesh = m = ml_collections.ConfigDict()
+    m.fsdp = False  # shard large parameters (and their optimizer state) over the data axis
+    m.fsdp_min_size = 2**18
+
+    c.distributed = dist = ml_collections.ConfigDict()
+    dist.coordinator_address = ""  # host:port; or JAX_COORDINATOR_ADDRESS
+    dist.num_processes = 0  # or JAX_NUM_PROCESSES
+    dist.process_id = -1  # or JAX_PROCESS_ID
+    dist.timeout_s = 120
+
+    c.quicktest = False
+    return c
+
+
+def _unknown_keys(config, schema, prefix="") -> list[str]:
+    problems = []
+    for key in config.keys():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema.keys()), n=3)
+            hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
+            problems.append(f"{path}{hint}")
+        elif key != "model" and isinstance(schema[key], ml_collections.ConfigDict):
+            if not isinstance(config[key], ml_collections.ConfigDict | dict):
+                problems.append(f"{path} (must be a group of fields)")
+            else:
+                sub = (
+                    config[key]
+                    if isinstance(config[key], ml_collections.ConfigDict)
+                    else ml_collections.ConfigDict(config[key])
+                )
+                problems += _unknown_keys(sub, schema[key], path + ".")
+    return problems
+
+
+def validate(config) -> ml_collections.ConfigDict:
+    """A checked, unlocked copy of `config` with every schema field present (defaults filled in)."""
+    if isinstance(config, dict):
+        config = ml_collections.ConfigDict(config)
+    schema = base_config()
+    unknown = _unknown_keys(config, schema)
+    if unknown:
+        raise ValueError(f"unknown config key(s): {'; '.join(unknown)}")
+    merged = base_config()
+    merged.update(config)
+    c = ml_collections.ConfigDict(merged.to_dict())  # unlocked, independent copy
+    if (c.total_steps > 0) == (c.total_epochs > 0):
+        raise ValueError(f"give exactly one of total_steps and total_epochs (got {c.total_steps}, {c.total_epochs})")
+    if c.batch_size <= 0 or c.accum_steps <= 0 or c.batch_size % c.accum_steps:
+        raise ValueError(f"batch_size {c.batch_size} must be positive and divisible by accum_steps {c.accum_steps}")
+    if c.compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {c.compute_dtype!r}")
+    if c.early_stopping.mode not in ("min", "max"):
+        raise ValueError(f"early_stopping.mode must be 'min' or 'max', got {c.early_stopping.mode!r}")
+    if c.early_stopping.metric and not c.data.val_split:
+        raise ValueError(f"early_stopping.metric={c.early_stopping.metric!r} needs a validation split (data.val_split)")
+    return c

@@ -1,0 +1,391 @@
+"""The one trainer of mixer-zoo: `train_and_evaluate(config, workdir)`.
+
+Sections, as in big_vision's train.py: inputs, model and optimizer (abstract first), sharding, steps, checkpoint
+resume, the loop (logging, evaluation, early stopping, checkpoints), final test evaluation. The trainer sees a
+model only through the registry and the model contract, and a task only through its task object.
+"""
+
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import checkpoints
+import zoo
+from train import config as config_lib
+from train import sharding
+from train.data.pipeline import EvalBatches, TrainBatches, iterate
+from train.inputs import build_inputs
+from train.optim import ema_update, make_optimizer
+from train.tasks import reduce_metrics
+from train.writers import Progress, create_writer
+
+_log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; checkpoints written before it are intact."""
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+    """Tracks the best evaluation of `metric`; a tie counts as an improvement (as in the forecasting code)."""
+
+    metric: str
+    mode: str = "min"
+    patience: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    improvements: int = 0
+
+    def update(self, value: float, step: int) -> bool:
+        """Records an evaluation; returns True when training should stop."""
+        better = self.best is None or (value <= self.best if self.mode == "min" else value >= self.best)
+        if better:
+            self.best, self.best_step, self.bad_evals = value, step, 0
+            self.improvements += 1
+        else:
+            self.bad_evals += 1
+        return self.patience > 0 and self.bad_evals >= self.patience
+
+    def rank(self, improved: bool) -> float:
+        """A checkpoint score whose maximum is exactly the latest improvement (so ties keep the newest step)."""
+        return float(self.improvements) if improved else self.improvements - 0.5
+
+
+def _check_batch_matches_model(model, task, batch: dict[str, np.ndarray], model_name: str, dataset: str) -> None:
+    spec = zoo.input_spec(model)
+    for name, array in task.model_inputs(batch).items():
+        if name not in spec:
+            raise ValueError(f"{model_name} takes no input {name!r} (it takes {sorted(spec)}); data set {dataset!r}")
+        if tuple(array.shape[1:]) != tuple(spec[name]):
+            raise ValueError(
+                f"data set {dataset!r} gives {name} of shape {tuple(array.shape[1:])} per example but {model_name} "
+                f"expects {tuple(spec[name])}; change the model's size fields in config.model or the data settings"
+            )
+
+
+def _abstract_with_shardings(abstract, shardings):
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def _host_metrics(sums) -> dict[str, float]:
+    """Device sums of one evaluation pass -> averages, plus the number of real examples counted."""
+    sums = jax.device_get(sums)
+    return {**reduce_metrics(sums["metrics"]), "num_examples": int(sums["num_examples"])}
+
+
+def params_digest(params) -> str:
+    """sha256 of the parameters as this process sees them (names, shapes, dtypes and bytes)."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(checkpoints.flatten(jax.device_get(params)).items()):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{path}:{array.shape}:{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
+    """Trains `config` in `workdir` (resuming from its newest valid checkpoint) and returns the results dict that
+    is also written to `workdir/results.json`."""
+    config = config_lib.validate(config)
+    workdir = Path(workdir)
+    sharding.initialize_distributed(config.distributed)
+    is_main = jax.process_index() == 0
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    traces = collections.Counter()
+
+    # ---------------------------------------------------------------- Inputs.
+    entry = zoo.get_entry(config.model_name)
+    inputs = build_inputs(config, entry)
+    _log.info("data: %s", inputs.describe)
+    dtype_override = {}
+    if config.compute_dtype != "float32":
+        if "dtype" not in entry.accepted_fields():
+            raise ValueError(f"{entry.name} has no compute dtype field; compute_dtype must stay float32")
+        dtype_override["dtype"] = jnp.dtype(config.compute_dtype)
+    model = zoo.create_model(
+        config.model_name, **{**inputs.model_overrides, **config.model.to_dict(), **dtype_override}
+    )
+    task = inputs.task
+
+    mesh = sharding.make_mesh()
+    num_devices, process_count = jax.device_count(), jax.process_count()
+    eval_batch_size = config.eval_batch_size or config.batch_size
+    for what, size in (("batch_size", config.batch_size // config.accum_steps), ("eval_batch_size", eval_batch_size)):
+        if size % num_devices:
+            raise ValueError(f"{what} {size} (per micro-batch) is not divisible by the {num_devices} devices")
+    train_batches = TrainBatches(
+        inputs.train,
+        config.batch_size,
+        config.seed,
+        drop_remainder=config.data.train_drop_remainder,
+        process_index=jax.process_index(),
+        process_count=process_count,
+    )
+    evals = {
+        split: EvalBatches(source, eval_batch_size, jax.process_index(), process_count)
+        for split, source in (("val", inputs.val), ("test", inputs.test))
+        if source is not None
+    }
+    steps_per_epoch = train_batches.steps_per_epoch
+    total_steps = config.total_steps or math.ceil(config.total_epochs * steps_per_epoch)
+    _check_batch_matches_model(model, task, train_batches[0], entry.name, config.data.dataset)
+
+    # ---------------------------------------------------------------- Model and optimizer (abstract first).
+    root = jax.random.key(config.seed)
+    init_key, train_key = jax.random.split(root)
+    example = {k: jnp.zeros((1, *s), jnp.float32) for k, s in zoo.input_spec(model).items()}
+    abstract_params = jax.eval_shape(lambda k: model.init(k, **example, train=False)["params"], init_key)
+    tx, schedule = make_optimizer(
+        config.optim, abstract_params, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+    )
+    num_params = zoo.count_params({"params": abstract_params})
+    use_ema = config.ema_decay > 0
+
+    def init_state(key):
+        params = model.init(key, **example, train=False)["params"]
+        state = {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": tx.init(params),
+            "rng": jax.random.key_data(train_key),
+        }
+        if use_ema:
+            state["ema_params"] = params
+        return state
+
+    # ---------------------------------------------------------------- Shard and place.
+    abstract_state = jax.eval_shape(init_state, init_key)
+    state_shardings = sharding.state_shardings(
+        abstract_state, mesh, fsdp=config.mesh.fsdp, fsdp_min_size=config.mesh.fsdp_min_size
+    )
+    replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+
+    # ---------------------------------------------------------------- Steps (each compiled once).
+    def forward(params, batch, train, rng=None):
+        rngs = {"dropout": rng} if rng is not None else {}
+        return model.apply({"params": params}, **task.model_inputs(batch), train=train, rngs=rngs)
+
+    def train_step(state, batch):
+        traces["train_step"] += 1
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        mix_rng, dropout_rng = jax.random.split(rng)
+        batch = task.prepare_train_batch(batch, mix_rng)
+
+        def loss_fn(params, micro, key):
+            loss_sum, count = task.loss(forward(params, micro, True, key), micro)
+            return loss_sum, count
+
+        if config.accum_steps == 1:
+            (loss_sum, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, dropout_rng)
+        else:
+            # Micro-batch a takes rows a, a + A, a + 2A, ... so every device contributes to each micro-batch.
+            a = config.accum_steps
+            micro = jax.tree.map(lambda x: jnp.moveaxis(x.reshape(x.shape[0] // a, a, *x.shape[1:]), 1, 0), batch)
+
+            def accumulate(carry, xs):
+                grads, loss_sum, count = carry
+                mb, i = xs
+                key = jax.random.fold_in(dropout_rng, i)
+                (mb_loss, mb_count), mb_grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], mb, key)
+                return (jax.tree.map(jnp.add, grads, mb_grads), loss_sum + mb_loss, count + mb_count), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state["params"])
+            (grads, loss_sum, count), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), (micro, jnp.arange(a)))
+        count = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / count, grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        if use_ema:
+            new_state["ema_params"] = ema_update(state["ema_params"], params, config.ema_decay)
+        metrics = {
+            "loss": loss_sum / count,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": schedule(state["step"]),
+            "examples": jnp.sum(batch["mask"]),
+        }
+        return new_state, metrics
+
+    def eval_step(params, batch):
+        traces["eval_step"] += 1
+        return {"metrics": task.metrics(forward(params, batch, False), batch), "num_examples": jnp.sum(batch["mask"])}
+
+    train_step = jax.jit(train_step, donate_argnums=0, out_shardings=(state_shardings, replicated))
+    eval_step = jax.jit(eval_step, out_shardings=replicated)
+
+    def evaluate(params, split: str) -> dict[str, float]:
+        batches = evals[split]
+        sums = None
+        for batch in iterate(batches, num_threads=config.data.num_threads, prefetch=config.data.prefetch):
+            out = eval_step(params, sharding.to_global(batch, batch_sharding))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        return _host_metrics(sums)
+
+    # ---------------------------------------------------------------- Resume or initialise.
+    stopper = EarlyStopping(config.early_stopping.metric, config.early_stopping.mode, config.early_stopping.patience)
+    max_to_keep = config.checkpoint.max_to_keep
+    manager = checkpoints.CheckpointManager(
+        workdir / "checkpoints",
+        max_to_keep=max_to_keep,
+        best_metric="early_stopping_rank" if stopper.metric else None,
+        best_mode="max",
+        async_save=config.checkpoint.async_save,
+    )
+    target = _abstract_with_shardings(abstract_state, state_shardings)
+    data_state, previous_wall_s, stopped_early = None, 0.0, False
+    if manager.latest_step() is not None:
+        restored = manager.restore(target)
+        state, data_state = restored.state, restored.data_state
+        extra = restored.extra or {}
+        for key, value in extra.get("early_stopping", {}).items():
+            setattr(stopper, key, value)
+        previous_wall_s = float(extra.get("train_wall_s", 0.0))
+        stopped_early = bool(extra.get("stopped_early", False))
+        if data_state is not None and data_state.get("next_index") != restored.step:
+            raise RuntimeError(
+                f"checkpoint {restored.step} in {workdir} has data position {data_state} that does not match its step"
+            )
+        _log.info("resumed from step %d in %s", restored.step, workdir)
+    else:
+        state = jax.jit(init_state, out_shardings=state_shardings)(init_key)
+    start_step = int(jax.device_get(state["step"]))
+
+    # ---------------------------------------------------------------- Train.
+    writer = create_writer(workdir, enabled=is_main)
+    if start_step == 0:
+        writer.write_hparams(config.to_dict())
+    progress = Progress(total_steps, initial_step=start_step, log_every=config.log_every_steps) if is_main else None
+    train_iter = iterate(
+        train_batches, num_threads=config.data.num_threads, prefetch=config.data.prefetch, state=data_state
+    )
+    pending: list[dict[str, jax.Array]] = []
+    last_good_step = start_step
+    train_time, train_examples, timer_step = 0.0, 0.0, None
+    t_mark = time.perf_counter()
+
+    def flush_train_metrics(step: int) -> None:
+        nonlocal pending, last_good_step, train_time, train_examples, timer_step, t_mark
+        if not pending:
+            return
+        host = jax.device_get(pending)
+        losses = np.array([m["loss"] for m in host])
+        if not np.all(np.isfinite(losses)):
+            bad = step - len(host) + 1 + int(np.argmin(np.isfinite(losses)))
+            raise NonFiniteLossError(
+                f"training loss became {losses[~np.isfinite(losses)][0]} at step {bad} (model {entry.name}, lr "
+                f"{float(host[-1]['lr']):.3g}); the last checkpoint (at or before step {last_good_step}) is intact in "
+                f"{workdir / 'checkpoints'}. Lower optim.lr, enable optim.grad_clip_norm, or check the data."
+            )
+        now = time.perf_counter()
+        examples = float(sum(m["examples"] for m in host))
+        if timer_step is not None:  # the first interval includes compilation: not counted in throughput
+            train_time += now - t_mark
+            train_examples += examples
+        timer_step, t_mark = step, now
+        rate = train_examples / train_time if train_time > 0 else float("nan")
+        last = host[-1]
+        scalars = {"loss": float(np.mean(losses)), "lr": float(last["lr"]), "grad_norm": float(last["grad_norm"])}
+        scalars["examples_per_s"] = rate
+        writer.write_scalars(step, scalars, prefix="train")
+        if progress is not None:
+            progress.update(step, loss=scalars["loss"], examples_per_s=rate, epoch=step / steps_per_epoch)
+        last_good_step = step
+        pending = []
+
+    t_start = time.perf_counter()
+    step = start_step
+    while step < total_steps and not stopped_early:
+        batch = sharding.to_global(next(train_iter), batch_sharding)
+        state, metrics = train_step(state, batch)
+        pending.append(metrics)
+        step += 1
+        epoch_end = step % steps_per_epoch == 0
+        if step % config.log_every_steps == 0 or step == total_steps:
+            flush_train_metrics(step)
+        do_eval = "val" in evals and (
+            (config.eval_every_steps and step % config.eval_every_steps == 0)
+            or (not config.eval_every_steps and epoch_end and (step // steps_per_epoch) % config.eval_every_epochs == 0)
+        )
+        ckpt_metrics = None
+        if do_eval:
+            flush_train_metrics(step)
+            val = evaluate(state["ema_params" if use_ema else "params"], "val")
+            writer.write_scalars(step, val, prefix="val")
+            if progress is not None:
+                progress.write(f"step {step}: val " + " ".join(f"{k} {v:.4f}" for k, v in val.items()))
+            if stopper.metric:
+                name = stopper.metric.removeprefix("val/")
+                if name not in val:
+                    raise ValueError(
+                        f"early_stopping.metric {stopper.metric!r} is not a validation metric {sorted(val)}"
+                    )
+                before = stopper.improvements
+                stopped_early = stopper.update(val[name], step)
+                ckpt_metrics = {
+                    "early_stopping_rank": stopper.rank(stopper.improvements > before),
+                    stopper.metric: val[name],
+                }
+        every = config.checkpoint.every_steps
+        if do_eval or (every and step % every == 0) or step == total_steps or stopped_early:
+            flush_train_metrics(step)
+            extra = {
+                "early_stopping": dataclasses.asdict(stopper),
+                "train_wall_s": previous_wall_s + time.perf_counter() - t_start,
+                "stopped_early": stopped_early,
+            }
+            manager.save(step, state, data_state=train_iter.get_state(), metrics=ckpt_metrics, extra=extra)
+    flush_train_metrics(step)
+    manager.wait_until_finished()
+    wall_s = previous_wall_s + time.perf_counter() - t_start
+    if progress is not None:
+        progress.close()
+
+    # ---------------------------------------------------------------- Final evaluation.
+    final_step = step
+    if stopper.metric and stopper.best_step is not None:
+        if stopper.best_step != step:
+            state = manager.restore(target, step=stopper.best_step).state
+        final_step = stopper.best_step
+    eval_params = state["ema_params" if use_ema else "params"]
+    results: dict[str, Any] = {
+        "model": entry.name,
+        "dataset": config.data.dataset,
+        "num_params": num_params,
+        "steps": step,
+        "evaluated_step": final_step,
+        "stopped_early": stopped_early,
+        "wall_s": wall_s,
+        "examples_per_s": train_examples / train_time if train_time > 0 else None,
+    }
+    if "val" in evals:
+        results["val_metrics"] = evaluate(eval_params, "val")
+    if "test" in evals:
+        results["test_metrics"] = evaluate(eval_params, "test")
+        writer.write_scalars(final_step, results["test_metrics"], prefix="test")
+    results["traces"] = dict(traces)
+    results["params_digest"] = params_digest(eval_params)
+    manager.close()
+    # The evaluated parameters as a preset directory: checkpoints.load_pretrained(workdir) rebuilds the model.
+    model_config = {"model_name": entry.name, "overrides": {**inputs.model_overrides, **config.model.to_dict()}}
+    checkpoints.save_params(
+        workdir / "model", jax.device_get(eval_params), config=model_config, metadata={"step": final_step, **results}
+    )
+    writer.close()
+    if is_main:
+        (workdir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return results
