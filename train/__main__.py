@@ -37,6 +37,7 @@ def main(argv):
     summary = {k: results[k] for k in ("test_metrics", "val_metrics") if k in results}
     print(f"workdir: {workdir}")
     print(json.dumps(summary, indent=2, sort_keys=True))
+    print(f"params sha256 (process {results['process_index']}): {results['params_digest']}")
     if "accuracy" in results.get("test_metrics", {}):
         print(f"test accuracy: {100 * results['test_metrics']['accuracy']:.2f}%")
 

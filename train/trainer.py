@@ -379,6 +379,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         writer.write_scalars(final_step, results["test_metrics"], prefix="test")
     results["traces"] = dict(traces)
     results["params_digest"] = params_digest(eval_params)
+    results["process_index"] = jax.process_index()
     manager.close()
     # The evaluated parameters as a preset directory: checkpoints.load_pretrained(workdir) rebuilds the model.
     model_config = {"model_name": entry.name, "overrides": {**inputs.model_overrides, **config.model.to_dict()}}

@@ -1,0 +1,143 @@
+"""The trainer across devices and processes, and killed mid-run: each run is a subprocess with a hard timeout."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+from trainer_utils import CLI_TINY, REPO, read_metrics, read_results, run_train
+
+import checkpoints
+from train.data.pipeline import EvalBatches, TrainBatches
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _devices(n: int) -> dict[str, str]:
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+
+
+def test_one_device_and_eight_devices_give_the_same_losses(tmp_path):
+    args = [*CLI_TINY, "--config.total_steps=12", "--config.data.val_split=validation", "--config.eval_every_steps=6"]
+    one = run_train([*args, f"--workdir={tmp_path / 'one'}"], env=_devices(1))
+    assert one.returncode == 0, one.stderr[-3000:]
+    eight = run_train([*args, f"--workdir={tmp_path / 'eight'}"], env=_devices(8))
+    assert eight.returncode == 0, eight.stderr[-3000:]
+    losses_one, losses_eight = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "eight")
+    assert sorted(losses_one) == list(range(1, 13))
+    a, b = np.array(list(losses_one.values())), np.array([losses_eight[s] for s in losses_one])
+    assert np.max(np.abs(a - b) / np.abs(a)) <= 1e-5
+    val_one, val_eight = read_metrics(tmp_path / "one", "val/loss"), read_metrics(tmp_path / "eight", "val/loss")
+    np.testing.assert_allclose([val_eight[s] for s in val_one], list(val_one.values()), rtol=1e-5)
+
+
+def test_two_processes_finish_with_identical_parameters(tmp_path):
+    port = _free_port()
+    workdir = tmp_path / "run"
+    procs, logs = [], []
+    for pid in range(2):
+        env = {
+            **os.environ,
+            **_devices(2),
+            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(pid),
+        }
+        cmd = [sys.executable, "-m", "train", *CLI_TINY, "--config.total_steps=8", "--config.distributed.timeout_s=60"]
+        # Files, not pipes: an unread pipe could fill up and stall one process inside a collective.
+        out, err = open(tmp_path / f"out{pid}", "w"), open(tmp_path / f"err{pid}", "w")
+        logs.append((out, err))
+        procs.append(subprocess.Popen([*cmd, f"--workdir={workdir}"], cwd=REPO, env=env, stdout=out, stderr=err))
+    try:
+        for p in procs:
+            p.wait(timeout=240)  # a missing peer aborts within the 60 s initialisation timeout
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for out, err in logs:
+            out.close(), err.close()
+    outputs = [
+        (p.returncode, (tmp_path / f"out{i}").read_text(), (tmp_path / f"err{i}").read_text())
+        for i, p in enumerate(procs)
+    ]
+    for rc, _, err in outputs:
+        assert rc == 0, err[-3000:]
+    digests = [line.split(": ")[1] for _, out, _ in outputs for line in out.splitlines() if "params sha256" in line]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert "(process 0)" in outputs[0][1] and "(process 1)" in outputs[1][1]
+    # The same global batches as one process with 4 devices: the same losses.
+    single = run_train([*CLI_TINY, "--config.total_steps=8", f"--workdir={tmp_path / 'single'}"], env=_devices(4))
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b = read_metrics(tmp_path / "single"), read_metrics(workdir)
+    np.testing.assert_allclose([b[s] for s in a], list(a.values()), rtol=1e-5)
+
+
+def test_each_process_reads_only_its_rows_of_the_global_batch():
+    class Source:
+        def __len__(self):
+            return 37
+
+        def get_batch(self, indices, seeds):
+            seed = np.asarray(seeds)[:, 2] if seeds is not None else np.zeros(len(indices), np.int64)
+            return {"x": np.asarray(indices), "seed": seed}
+
+    whole = TrainBatches(Source(), 8, seed=3)
+    parts = [TrainBatches(Source(), 8, seed=3, process_index=p, process_count=2) for p in range(2)]
+    for step in (0, 4, 5, 11):  # step 4 is the padded last batch of epoch 0 (37 = 4 * 8 + 5)
+        joined = {k: np.concatenate([p[step][k] for p in parts]) for k in ("x", "mask", "seed")}
+        for key, value in whole[step].items():
+            np.testing.assert_array_equal(joined[key], value)
+    assert whole[4]["mask"].sum() == 5
+    epoch = np.concatenate([whole[s]["x"][whole[s]["mask"] > 0] for s in range(5)])
+    assert sorted(epoch) == list(range(37))  # every example once per epoch
+    evals = [EvalBatches(Source(), 8, p, 2) for p in range(2)]
+    assert len(evals[0]) == 5
+    last = np.concatenate([e[4]["x"][e[4]["mask"] > 0] for e in evals])
+    assert list(last) == [32, 33, 34, 35, 36]
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    args = [*CLI_TINY, "--config.total_steps=150", "--config.checkpoint.every_steps=10", "--config.log_every_steps=10"]
+    reference = run_train([*args, f"--workdir={tmp_path / 'reference'}"])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", *args, f"--workdir={workdir}"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+            if steps and max(steps) >= 40:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (workdir / "results.json").exists()
+
+    resumed = run_train([*args, f"--workdir={workdir}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stderr
+    expected, _, _ = checkpoints.load_params(tmp_path / "reference" / "model")
+    actual, _, _ = checkpoints.load_params(workdir / "model")
+    flat_expected, flat_actual = checkpoints.flatten(expected), checkpoints.flatten(actual)
+    assert flat_expected.keys() == flat_actual.keys()
+    for key, value in flat_expected.items():
+        np.testing.assert_allclose(flat_actual[key], value, rtol=1e-6, atol=1e-6, err_msg=key)
+    assert read_results(workdir)["test_metrics"] == read_results(tmp_path / "reference")["test_metrics"]
