@@ -297,13 +297,14 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             train_time += now - t_mark
             train_examples += examples
         timer_step, t_mark = step, now
-        rate = train_examples / train_time if train_time > 0 else float("nan")
+        rate = train_examples / train_time if train_time > 0 else None
         last = host[-1]
         scalars = {"loss": float(np.mean(losses)), "lr": float(last["lr"]), "grad_norm": float(last["grad_norm"])}
-        scalars["examples_per_s"] = rate
+        if rate is not None:
+            scalars["examples_per_s"] = rate
         writer.write_scalars(step, scalars, prefix="train")
         if progress is not None:
-            progress.update(step, loss=scalars["loss"], examples_per_s=rate, epoch=step / steps_per_epoch)
+            progress.update(step, loss=scalars["loss"], examples_per_s=rate or float("nan"), epoch=step / steps_per_epoch)
         last_good_step = step
         pending = []
 
@@ -327,7 +328,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             val = evaluate(state["ema_params" if use_ema else "params"], "val")
             writer.write_scalars(step, val, prefix="val")
             if progress is not None:
-                progress.write(f"step {step}: val " + " ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                progress.write(f"step {step}: val " + " ".join(f"{k} {v:.4g}" for k, v in val.items()))
             if stopper.metric:
                 name = stopper.metric.removeprefix("val/")
                 if name not in val:

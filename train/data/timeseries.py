@@ -23,19 +23,15 @@ downloaded from `SOURCES` and checked against its sha256.
 import dataclasses
 import difflib
 import functools
-import hashlib
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
-import urllib.request
-import warnings
 import zipfile
 
 import numpy as np
 import pandas as pd
 
+from checkpoints.download import ChecksumError, DownloadError, download
 from train.data import timefeatures
 
 ENV_VAR = "MIXER_ZOO_DATA"
@@ -48,14 +44,6 @@ FEATURE_MODES = ("M", "S", "MS")
 
 class DataError(ValueError):
     """A data file or an argument is unusable; the message names the file (or the argument) and the problem."""
-
-
-class DownloadError(OSError):
-    """A benchmark file is missing and could not be downloaded."""
-
-
-class ChecksumError(DownloadError):
-    """A downloaded file does not have the expected sha256 (nothing is left behind)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,49 +158,6 @@ def _unknown_name(name: str) -> DataError:
     return DataError(f"Unknown data set {name!r}.{hint} Known data sets: {known}; or pass the path of a CSV file.")
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fetch_url(url: str, dest: pathlib.Path, sha256: tuple[str, ...]) -> None:
-    """Downloads `url` (a zip member after '#') to `dest` atomically: temp file, sha256 check, rename."""
-    base, _, member = url.partition("#")
-    temps = []
-
-    def temp():
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        temps.append(name)
-        return os.fdopen(fd, "wb")
-
-    try:
-        with urllib.request.urlopen(base, timeout=DOWNLOAD_TIMEOUT_S) as response, temp() as f:
-            shutil.copyfileobj(response, f, 1 << 20)
-        if member:
-            with zipfile.ZipFile(temps[0]) as archive, archive.open(member) as src, temp() as f:
-                shutil.copyfileobj(src, f, 1 << 20)
-        actual = _sha256(temps[-1])
-        if sha256 and actual not in sha256:
-            raise ChecksumError(
-                f"{dest.name} downloaded from {url} has sha256 {actual}, expected {' or '.join(sha256)}; "
-                "the download was discarded."
-            )
-        if not sha256:
-            warnings.warn(
-                f"{dest.name} downloaded from {url} is unverified (no known sha256); its sha256 is {actual}.",
-                stacklevel=3,
-            )
-        os.replace(temps[-1], dest)
-        _log.info("Downloaded %s from %s to %s (sha256 %s).", dest.name, url, dest, actual)
-    finally:
-        for name in temps:
-            if os.path.exists(name):
-                os.remove(name)
-
-
 def fetch(name: str, data_dir=None) -> pathlib.Path:
     """Downloads benchmark `name` into the data directory (overwriting) and returns the file's path.
 
@@ -230,7 +175,7 @@ def fetch(name: str, data_dir=None) -> pathlib.Path:
     failures, checksum_failed = [], False
     for url in source.urls:
         try:
-            _fetch_url(url, dest, source.sha256)
+            download(url, dest, source.sha256, timeout=DOWNLOAD_TIMEOUT_S)
             return dest
         except ChecksumError as e:
             failures.append(str(e))
