@@ -1,0 +1,60 @@
+"""A SOFTS quicktest on ETTh1 (from $MIXER_ZOO_DATA) through the trainer, then `python -m train.forecast` on it."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from trainer_utils import read_results
+
+from train import train_and_evaluate
+from train.configs import softs
+from train.data.timeseries import data_directory
+from train.forecast import main as forecast_main
+
+
+@pytest.fixture(scope="module")
+def softs_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("softs_quicktest")
+    config = softs.get_config("quicktest")
+    config.data.num_threads = 1
+    results = train_and_evaluate(config, workdir)
+    return workdir, results
+
+
+def test_softs_quicktest_trains_and_evaluates(softs_run):
+    workdir, results = softs_run
+    assert results["traces"] == {"train_step": 1, "eval_step": 1}
+    assert results["test_metrics"]["num_examples"] == 2785  # every ETTh1 test window at lookback 96, horizon 96
+    assert results["val_metrics"]["num_examples"] == 2785
+    assert 0 < results["test_metrics"]["mse"] < 2.0
+    assert read_results(workdir)["evaluated_step"] in (10, 20)  # the best of the two validations
+
+
+def test_forecast_writes_plot_csv_and_matching_metrics(softs_run):
+    workdir, results = softs_run
+    out = workdir / "forecast"
+    assert forecast_main(["--workdir", str(workdir), "--channels", "OT,HUFL", "--windows", "0,2784"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    np.testing.assert_allclose(metrics["mse"], results["test_metrics"]["mse"], rtol=1e-5)
+    np.testing.assert_allclose(metrics["mae"], results["test_metrics"]["mae"], rtol=1e-5)
+    assert (out / "forecast.png").stat().st_size > 10_000
+
+    table = pd.read_csv(out / "forecast.csv")
+    assert len(table) == 2 * 96 and sorted(set(table["window"])) == [0, 2784]
+    # The truth in original units is the file's own values: test window 0 predicts rows 11520.. of ETTh1.csv.
+    raw = pd.read_csv(data_directory() / "ETTh1.csv")
+    first = table[table["window"] == 0]
+    np.testing.assert_allclose(first["OT_true"], raw["OT"].to_numpy()[11520 : 11520 + 96], rtol=1e-5, atol=1e-4)
+    assert first["date"].iloc[0] == raw["date"][11520]
+    assert np.isfinite(first["OT_pred"]).all()
+
+
+def test_forecast_rejects_bad_arguments(softs_run, tmp_path):
+    workdir, _ = softs_run
+    with pytest.raises(ValueError, match="unknown channel 'XYZ'"):
+        forecast_main(["--workdir", str(workdir), "--channels", "XYZ"])
+    with pytest.raises(ValueError, match="out of range"):
+        forecast_main(["--workdir", str(workdir), "--windows", "5000"])
+    with pytest.raises(FileNotFoundError, match=r"config\.json not found"):
+        forecast_main(["--workdir", str(tmp_path)])
