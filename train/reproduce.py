@@ -68,7 +68,8 @@ def run(model: str, datasets: list[str], horizons: list[int] | None, seeds: int,
                     }
                 )
                 _write_json(_rows_file(out), rows)
-                print(f"   mse {rows[-1]['mse']:.4f} mae {rows[-1]['mae']:.4f} wall {rows[-1]['wall_s']:.0f} s", flush=True)
+                row = rows[-1]
+                print(f"   mse {row['mse']:.4f} mae {row['mae']:.4f} wall {row['wall_s']:.0f} s", flush=True)
     return rows
 
 
@@ -117,7 +118,9 @@ def summarize(rows: list[dict], paper: dict | None = None) -> str:
             else "- | -"
         )
         reference = f"{ref[0]:.3f} / {ref[1]:.3f}" if ref else "-"
-        lines.append(f"| {dataset} | {n_h} | {len(per_seed)} | {_mean_std(mse)} | {_mean_std(mae)} | {reference} | {gaps} |")
+        lines.append(
+            f"| {dataset} | {n_h} | {len(per_seed)} | {_mean_std(mse)} | {_mean_std(mae)} | {reference} | {gaps} |"
+        )
     return "\n".join(lines)
 
 

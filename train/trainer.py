@@ -304,7 +304,9 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             scalars["examples_per_s"] = rate
         writer.write_scalars(step, scalars, prefix="train")
         if progress is not None:
-            progress.update(step, loss=scalars["loss"], examples_per_s=rate or float("nan"), epoch=step / steps_per_epoch)
+            progress.update(
+                step, loss=scalars["loss"], examples_per_s=rate or float("nan"), epoch=step / steps_per_epoch
+            )
         last_good_step = step
         pending = []
 
@@ -322,9 +324,13 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             (config.eval_every_steps and step % config.eval_every_steps == 0)
             or (not config.eval_every_steps and epoch_end and (step // steps_per_epoch) % config.eval_every_epochs == 0)
         )
+        every = config.checkpoint.every_steps
+        do_save = do_eval or (every and step % every == 0) or step == total_steps
+        if not (do_eval or do_save):
+            continue
+        flush_train_metrics(step)  # also checks the loss before anything is saved
         ckpt_metrics = None
         if do_eval:
-            flush_train_metrics(step)
             val = evaluate(state["ema_params" if use_ema else "params"], "val")
             writer.write_scalars(step, val, prefix="val")
             if progress is not None:
@@ -341,15 +347,13 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
                     "early_stopping_rank": stopper.rank(stopper.improvements > before),
                     stopper.metric: val[name],
                 }
-        every = config.checkpoint.every_steps
-        if do_eval or (every and step % every == 0) or step == total_steps or stopped_early:
-            flush_train_metrics(step)
-            extra = {
-                "early_stopping": dataclasses.asdict(stopper),
-                "train_wall_s": previous_wall_s + time.perf_counter() - t_start,
-                "stopped_early": stopped_early,
-            }
-            manager.save(step, state, data_state=train_iter.get_state(), metrics=ckpt_metrics, extra=extra)
+        extra = {
+            "early_stopping": dataclasses.asdict(stopper),
+            "train_wall_s": previous_wall_s + time.perf_counter() - t_start,
+            "stopped_early": stopped_early,
+        }
+        manager.save(step, state, data_state=train_iter.get_state(), metrics=ckpt_metrics, extra=extra)
+        t_mark = time.perf_counter()  # evaluation and saving are not training time
     flush_train_metrics(step)
     manager.wait_until_finished()
     wall_s = previous_wall_s + time.perf_counter() - t_start

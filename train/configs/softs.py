@@ -9,9 +9,10 @@ script's patience, the best checkpoint restored for the test, MSE/MAE on the nor
     python -m train --config=train/configs/softs.py:quicktest --workdir=/tmp/q      # 20 steps of ETTh1
     python -m train.reproduce softs --datasets ETTh1,ETTh2 --horizons 96,192,336,720 --seeds 3 --out runs/repro
 
-Hardware: 2 CPU cores. Wall time per run and the measured test MSE/MAE (mean and spread over seeds, next to the
-paper's) are in docs/results.md; `PAPER` below holds the paper's Table 2 averages. Exchange and ILI have no
-official SOFTS script: their settings (marked below) follow the ETTh2 script and, for ILI, the usual lookback 36.
+Hardware: 2 CPU cores. Expected: test MSE/MAE near the paper's. Wall time per run and the measured test MSE/MAE
+(mean and spread over seeds, next to the paper's) are in docs/results.md; `PAPER` below holds the paper's
+Table 2 averages. Exchange and ILI have no official SOFTS script: their settings (marked below) follow the ETTh2
+script and, for ILI, the usual lookback 36.
 """
 
 from train.configs.common import base_config, model_fields, parse_arg
