@@ -7,6 +7,7 @@ and prints its test accuracy.
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from absl import app, flags
@@ -33,7 +34,14 @@ def main(argv):
 
     config = flags.FLAGS.config
     workdir = flags.FLAGS.workdir or _default_workdir(flags.FLAGS["config"].config_filename or _DEFAULT)
-    results = train_and_evaluate(config, workdir)
+    try:
+        results = train_and_evaluate(config, workdir)
+    except (ValueError, TypeError, OSError, FloatingPointError) as e:
+        if os.environ.get("MIXER_ZOO_TRACEBACK"):
+            raise
+        # Bad input: one clear message, no traceback (MIXER_ZOO_TRACEBACK=1 shows it).
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(1)
     summary = {k: results[k] for k in ("test_metrics", "val_metrics") if k in results}
     print(f"workdir: {workdir}")
     print(json.dumps(summary, indent=2, sort_keys=True))

@@ -17,7 +17,10 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.model_name = "mixer_ti2_8"  # any registered name, see zoo.list_models()
-    c.model = ml_collections.ConfigDict()  # constructor overrides for zoo.create_model (free-form)
+    # Constructor overrides for zoo.create_model. Config files fill it with configs.common.model_fields(name):
+    # every field of the model, None (= the registered default) unless set, so that any field can be changed
+    # from the command line (--config.model.<field>=...); only the fields that are not None are passed on.
+    c.model = ml_collections.ConfigDict()
     c.compute_dtype = "float32"  # or "bfloat16": bf16 compute, float32 parameters and optimizer state
 
     c.task = t = ml_collections.ConfigDict()
@@ -107,6 +110,11 @@ def _unknown_keys(config, schema, prefix="") -> list[str]:
                 )
                 problems += _unknown_keys(sub, schema[key], path + ".")
     return problems
+
+
+def model_overrides(config) -> dict:
+    """The constructor overrides `config.model` stands for: its fields that are not None."""
+    return {k: v for k, v in config.model.to_dict().items() if v is not None}
 
 
 def validate(config) -> ml_collections.ConfigDict:

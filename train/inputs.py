@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any
 
 import zoo
+from train import config as config_lib
 from train.data import images as image_data
 from train.data import timeseries
 from train.data.pipeline import ArrayExamples, TransformedExamples
@@ -51,14 +52,14 @@ def build_inputs(config, entry: zoo.registry.ModelEntry) -> Inputs:
 
 
 def _model_fields(config, entry) -> dict[str, Any]:
-    return {**entry.defaults, **config.model.to_dict()}
+    return {**entry.defaults, **config_lib.model_overrides(config)}
 
 
 def _classification(config, entry) -> Inputs:
     d = config.data
     open_split = lambda split: image_data.make_image_source(d.dataset, split, data_dir=d.data_dir or None)
     train = open_split(d.train_split)
-    model = zoo.create_model(entry.name, **{"num_classes": train.num_classes, **config.model.to_dict()})
+    model = zoo.create_model(entry.name, **{"num_classes": train.num_classes, **config_lib.model_overrides(config)})
     (height, width, channels) = zoo.input_spec(model)["images"]
     if height != width:
         raise ValueError(f"{entry.name}: non-square inputs ({height}x{width}) are not supported by the image pipeline")

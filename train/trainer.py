@@ -117,9 +117,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         if "dtype" not in entry.accepted_fields():
             raise ValueError(f"{entry.name} has no compute dtype field; compute_dtype must stay float32")
         dtype_override["dtype"] = jnp.dtype(config.compute_dtype)
-    model = zoo.create_model(
-        config.model_name, **{**inputs.model_overrides, **config.model.to_dict(), **dtype_override}
-    )
+    model_overrides = {**inputs.model_overrides, **config_lib.model_overrides(config)}
+    model = zoo.create_model(config.model_name, **model_overrides, **dtype_override)
     task = inputs.task
 
     mesh = sharding.make_mesh()
@@ -387,7 +386,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     results["process_index"] = jax.process_index()
     manager.close()
     # The evaluated parameters as a preset directory: checkpoints.load_pretrained(workdir) rebuilds the model.
-    model_config = {"model_name": entry.name, "overrides": {**inputs.model_overrides, **config.model.to_dict()}}
+    model_config = {"model_name": entry.name, "overrides": model_overrides}
     checkpoints.save_params(
         workdir / "model", jax.device_get(eval_params), config=model_config, metadata={"step": final_step, **results}
     )

@@ -1,5 +1,7 @@
 """Helpers shared by the config files (big_vision style `file.py:arg1,key=value` arguments)."""
 
+import dataclasses
+
 import ml_collections
 
 import zoo
@@ -10,13 +12,24 @@ DATA_FIELDS = ("num_classes", "enc_in", "num_time_features", "dtype", "param_dty
 
 
 def model_fields(name: str, **overrides) -> ml_collections.ConfigDict:
-    """The registered defaults of model `name` (minus data-determined fields) updated by `overrides`, so that
-    every constructor field can be changed from the command line (`--config.model.<field>=...`)."""
-    defaults = {k: v for k, v in zoo.get_entry(name).defaults.items() if k not in DATA_FIELDS}
-    unknown = sorted(set(overrides) - set(zoo.get_entry(name).accepted_fields()))
+    """`config.model` for model `name`: `overrides`, plus every other constructor field (except those the data
+    determines) as a typed None placeholder meaning "the registered default". So any field can be changed from
+    the command line (`--config.model.<field>=...`), and switching `--config.model_name` carries over only the
+    fields that were set."""
+    entry = zoo.get_entry(name)
+    unknown = sorted(set(overrides) - set(entry.accepted_fields()))
     if unknown:
         raise ValueError(f"{name} has no fields {unknown}")
-    return ml_collections.ConfigDict({**defaults, **overrides})
+    fields = {}
+    for field in dataclasses.fields(entry.module_cls):
+        if field.name in ("parent", "name") or field.name in DATA_FIELDS:
+            continue
+        default = entry.defaults.get(field.name, field.default)
+        if field.name in overrides:
+            fields[field.name] = overrides[field.name]
+        elif isinstance(default, bool | int | float | str | tuple):
+            fields[field.name] = ml_collections.FieldReference(None, field_type=type(default))
+    return ml_collections.ConfigDict(fields)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
