@@ -109,6 +109,16 @@ def test_bf16_compute_and_gradient_accumulation(tmp_path):
     assert np.isfinite(bf16["test_metrics"]["loss"])
 
 
+def test_ema_parameters_are_evaluated_and_exported(tmp_path):
+    plain = train_and_evaluate(digits_config(total_steps=6), tmp_path / "plain")
+    ema = train_and_evaluate(digits_config(total_steps=6, ema_decay=0.5), tmp_path / "ema")
+    assert ema["traces"]["train_step"] == 1
+    # Same training trajectory (same losses), different evaluated parameters.
+    assert read_metrics(tmp_path / "ema") == read_metrics(tmp_path / "plain")
+    assert ema["params_digest"] != plain["params_digest"]
+    assert ema["test_metrics"]["loss"] != plain["test_metrics"]["loss"]
+
+
 def test_unknown_config_key_is_named(tmp_path):
     config = digits_config()
     config.optim.learning_rate = 0.1

@@ -26,16 +26,24 @@ def _devices(n: int) -> dict[str, str]:
 
 def test_one_device_and_eight_devices_give_the_same_losses(tmp_path):
     args = [*CLI_TINY, "--config.total_steps=12", "--config.data.val_split=validation", "--config.eval_every_steps=6"]
-    one = run_train([*args, f"--workdir={tmp_path / 'one'}"], env=_devices(1))
-    assert one.returncode == 0, one.stderr[-3000:]
-    eight = run_train([*args, f"--workdir={tmp_path / 'eight'}"], env=_devices(8))
-    assert eight.returncode == 0, eight.stderr[-3000:]
-    losses_one, losses_eight = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "eight")
+    runs = {
+        "one": (args, 1),
+        "eight": (args, 8),
+        # FSDP-style: every parameter of 64+ elements (and its Adam moments) split over the 8 devices.
+        "fsdp": ([*args, "--config.mesh.fsdp=true", "--config.mesh.fsdp_min_size=64"], 8),
+    }
+    for name, (run_args, devices) in runs.items():
+        proc = run_train([*run_args, f"--workdir={tmp_path / name}"], env=_devices(devices))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    losses_one = read_metrics(tmp_path / "one")
     assert sorted(losses_one) == list(range(1, 13))
-    a, b = np.array(list(losses_one.values())), np.array([losses_eight[s] for s in losses_one])
-    assert np.max(np.abs(a - b) / np.abs(a)) <= 1e-5
-    val_one, val_eight = read_metrics(tmp_path / "one", "val/loss"), read_metrics(tmp_path / "eight", "val/loss")
-    np.testing.assert_allclose([val_eight[s] for s in val_one], list(val_one.values()), rtol=1e-5)
+    a = np.array(list(losses_one.values()))
+    for name in ("eight", "fsdp"):
+        losses = read_metrics(tmp_path / name)
+        b = np.array([losses[s] for s in losses_one])
+        assert np.max(np.abs(a - b) / np.abs(a)) <= 1e-5, name
+        val_one, val = read_metrics(tmp_path / "one", "val/loss"), read_metrics(tmp_path / name, "val/loss")
+        np.testing.assert_allclose([val[s] for s in val_one], list(val_one.values()), rtol=1e-5)
 
 
 def test_two_processes_finish_with_identical_parameters(tmp_path):
