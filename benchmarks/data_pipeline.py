@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -175,9 +173,10 @@ def main(argv=None) -> list[dict]:
         only=args.only,
     )
     if args.json:
+        from benchmarks.step import command_line, machine_info
+
         info = {
-            "cpus": os.cpu_count(),
-            "machine": platform.processor() or platform.machine(),
+            **machine_info(command_line("benchmarks.data_pipeline", argv)),
             "pillow": Image.__version__,
             "grain": getattr(grain, "__version__", "?"),
         }

@@ -1,0 +1,184 @@
+"""Smoke tests of the benchmark runners on tiny models: the rows they write, not the speeds they measure."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import checkpoints
+import zoo
+from benchmarks import peers, report, step
+
+TINY_SOFTS = ["seq_len=16", "pred_len=8", "d_model=16", "d_core=8", "d_ff=24", "e_layers=1"]
+FAST = ["--steps", "1", "--repeats", "1", "--warmup", "1", "--matmul-n", "256"]
+
+STEP_FIELDS = {
+    "model": str,
+    "mode": str,
+    "batch": int,
+    "num_params": int,
+    "compile_s": float,
+    "step_ms": float,
+    "examples_per_s": float,
+    "peak_mem_mb": float,
+    "xla_mem_mb": float,
+    "gflop_per_step": float,
+    "gflop_per_s": float,
+    "peak_gflop_per_s": float,
+    "fraction_of_peak": float,
+}
+
+
+def test_step_runner_writes_a_row_per_model_and_mode(tmp_path):
+    out = tmp_path / "step.json"
+    argv = ["--models", "mixer_ti2_8:4,softs:2", *FAST, "--json", str(out), "--quiet"]
+    argv += [f"--set={s}" for s in TINY_SOFTS]
+    step.main(argv)
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert [(r["model"], r["mode"], r["batch"]) for r in rows] == [
+        ("mixer_ti2_8", "train", 4),
+        ("mixer_ti2_8", "infer", 4),
+        ("softs", "train", 2),
+        ("softs", "infer", 2),
+    ]
+    for r in rows:
+        for field, kind in STEP_FIELDS.items():
+            assert isinstance(r[field], kind), (field, r[field])
+        assert r["examples_per_s"] == pytest.approx(r["batch"] / (r["step_ms"] / 1e3))
+        assert r["gflop_per_s"] == pytest.approx(r["gflop_per_step"] / (r["step_ms"] / 1e3))
+        assert r["fraction_of_peak"] == pytest.approx(r["gflop_per_s"] / r["peak_gflop_per_s"])
+        assert r["peak_source"].startswith("measured: 256x256 float32 matmul")
+    # The overrides reached the forecaster only (the Mixer has no such fields) and are recorded as given.
+    softs_params = rows[2]["num_params"]
+    assert softs_params == zoo.count_params(zoo.create_model("softs", **step.parse_overrides(TINY_SOFTS)))
+    assert rows[0]["num_params"] == zoo.model_info("mixer_ti2_8").num_params
+    # A training step costs more FLOPs than the forward pass alone (backward + optimizer).
+    assert rows[0]["gflop_per_step"] > 2 * rows[1]["gflop_per_step"]
+    machine = data["machine"]
+    assert machine["backend"] == jax.default_backend() and machine["cpu_count"] >= 1
+    assert machine["command"].startswith("python -m benchmarks.step --models mixer_ti2_8:4,softs:2")
+    assert machine["versions"]["jax"] == jax.__version__
+    # docs/benchmarks.md's tables are rendered from these files.
+    table = report.report(tmp_path)
+    assert machine["command"] in table
+    for r in rows:
+        assert f"| `{r['model']}` | {r['mode']} | {r['batch']} |" in table
+
+
+def test_train_step_is_the_trainer_update():
+    """The benchmarked step moves every parameter and lowers the loss on its batch (AdamW really runs). The head
+    starts at zero, so the trunk receives gradients from the second step on."""
+    bench = step.build("mixer_ti2_8", 4)
+    runner = step.Runner(bench, "train")
+    runner.allocate()
+    before = jax.tree.map(np.asarray, runner.state["params"])
+    runner.run(2)
+    first = float(runner.last)
+    after = jax.tree.map(np.asarray, runner.state["params"])
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), before, after))
+    assert all(m > 0 for m in moved)
+    runner.run(20)
+    assert float(runner.last) < first
+    assert int(runner.state["step"]) == 22
+
+
+def test_peers_rows_have_the_ratio_fields(tmp_path):
+    out = tmp_path / "peers_tiny.json"
+    argv = ["--models", "mixer_ti2_8:4,softs:2", "--rounds", "1", "--steps", "1", "--warmup", "1"]
+    rows = peers.main([*argv, *(f"--set={s}" for s in TINY_SOFTS), "--json", str(out)])
+    written = json.loads(out.read_text())["rows"]
+    assert len(rows) == len(written) == 4
+    for r in written:
+        assert {"model", "batch", "mode", "ours_per_s", "peer_per_s", "ratio"} <= set(r)
+        assert r["ours_per_s"] > 0 and r["peer_per_s"] > 0
+        assert r["ratio"] == pytest.approx(r["ours_per_s"] / r["peer_per_s"])
+        assert r["threads"] == torch.get_num_threads()
+    assert [(r["model"], r["mode"]) for r in written] == [
+        ("mixer_ti2_8", "train"),
+        ("mixer_ti2_8", "infer"),
+        ("softs", "train"),
+        ("softs", "infer"),
+    ]
+    assert written[0]["overrides"]["approximate_gelu"] is False  # timm's exact GELU on our side
+    table = report.report(tmp_path)
+    assert all(f"**{r['ratio']:.2f}**" in table for r in written)
+
+
+def test_report_needs_runner_outputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no benchmark JSON files"):
+        report.report(tmp_path)
+
+
+def test_timm_peer_is_timms_registered_mixer():
+    import timm
+
+    for name in ("mixer_s16_224", "mixer_b16_224"):
+        ours = peers.timm_peer(name, zoo.create_model(name))
+        assert str(ours) == str(timm.create_model(name, pretrained=False))
+        assert sum(p.numel() for p in ours.parameters()) == zoo.model_info(name).num_params
+
+
+@pytest.mark.parametrize("num_time_features", [0, 4])
+def test_torch_softs_peer_matches_our_softs_in_evaluation(num_time_features):
+    cfg = dict(seq_len=16, pred_len=8, d_model=16, d_core=8, d_ff=24, e_layers=2)
+    torch.manual_seed(0)
+    peer = peers.TorchSOFTS(**cfg).eval()
+    variables = checkpoints.convert(
+        "softs", {k: v.numpy() for k, v in peer.state_dict().items()}, enc_in=3, num_time_features=num_time_features
+    )
+    ours = zoo.create_model("softs", **cfg, enc_in=3, num_time_features=num_time_features)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 3)).astype(np.float32) * 3 + 1
+    x_mark = rng.standard_normal((2, 16, num_time_features)).astype(np.float32) if num_time_features else None
+    with torch.no_grad():
+        expected = peer(torch.from_numpy(x), None if x_mark is None else torch.from_numpy(x_mark)).numpy()
+    got = ours.apply(variables, jnp.asarray(x), None if x_mark is None else jnp.asarray(x_mark))
+    assert expected.shape == (2, 8, 3) and np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(np.asarray(got), expected, atol=2e-5, rtol=1e-5)
+
+
+def test_torch_softs_peer_trains_with_sampled_pooling():
+    """Training mode draws the pooled core from the channels (each pooled value is one channel's value)."""
+    torch.manual_seed(0)
+    star = peers.TorchSTAR(8, 4).train()
+    x = torch.randn(3, 5, 8)
+    core = star.gen2(torch.nn.functional.gelu(star.gen1(x)))
+    seen = []
+    star.gen3.register_forward_hook(lambda mod, inp, out: seen.append(inp[0][..., 8:].detach()))
+    star(x)
+    pooled = seen[0]  # [3, 5, 4]: the same drawn value repeated over the 5 channels
+    assert torch.equal(pooled, pooled[:, :1].expand_as(pooled))
+    assert all(torch.any(torch.isclose(core[b, :, j], pooled[b, 0, j])) for b in range(3) for j in range(4))
+
+
+def test_peak_table_and_cost_analysis_helpers():
+    assert step.table_peak_flops("NVIDIA H100 80GB HBM3", jnp.bfloat16)[0] == pytest.approx(989.4e12)
+    assert step.table_peak_flops("NVIDIA H100 PCIe", jnp.float32)[0] == pytest.approx(378e12)
+    assert step.table_peak_flops("NVIDIA A100-SXM4-40GB", jnp.float32)[1] == "table: A100 float32"
+    assert step.table_peak_flops("TPU v5 lite", jnp.float32)[0] == pytest.approx(197e12)
+    assert step.table_peak_flops("cpu") is None
+
+    class Compiled:
+        def __init__(self, cost):
+            self.cost = cost
+
+        def cost_analysis(self):
+            return self.cost
+
+    assert step.cost_flops(Compiled({"flops": 10.0})) == 10.0
+    assert step.cost_flops(Compiled([{"flops": 4.0}, {"flops": 6.0}])) == 10.0
+    assert step.cost_flops(Compiled(None)) is None
+    f = jax.jit(lambda a, b: a @ b).lower(jnp.ones((8, 16)), jnp.ones((16, 4))).compile()
+    assert step.cost_flops(f) == pytest.approx(2 * 8 * 16 * 4, rel=0.1)
+
+
+def test_command_line_parsing():
+    assert step.parse_models("mixer_ti2_8, softs:32", 16) == [("mixer_ti2_8", 16), ("softs", 32)]
+    with pytest.raises(ValueError, match="unknown model"):
+        step.parse_models("mixer_nope", 16)
+    got = step.parse_overrides(["enc_in=321", "dropout=0.1", "use_norm=false", "dtype=bfloat16", "x=a"])
+    assert got == {"enc_in": 321, "dropout": 0.1, "use_norm": False, "dtype": jnp.bfloat16, "x": "a"}
