@@ -8,6 +8,10 @@ We follow it exactly, and the parameter tree is the official release's (`stem`, 
 Additions over the official inference code, all off by default: dropout inside the MLPs and before the head
 (timm's `proj_drop_rate`/`drop_rate`) and stochastic depth with timm's linear rule and rescaling. GELU is the tanh
 approximation of the official release (`approximate_gelu=True`); timm and other PyTorch ports use the exact form.
+
+Speed (same numbers, measured in docs/benchmarks.md): each residual addition passes through
+`materialize_cotangent`, so XLA:CPU computes the residual stream's gradient once per block instead of re-deriving it
+from the head inside every consumer; GELU and LayerNorm have hand-written derivative rules (`zoo.layers`).
 """
 
 from typing import Any
@@ -18,6 +22,7 @@ import jax.numpy as jnp
 
 from zoo.contract import as_hw, check_images
 from zoo.layers import ClassifierHead, DropPath, MlpBlock, PatchEmbed, layer_norm
+from zoo.layers.fusion import materialize_cotangent
 from zoo.registry import Paper, PretrainedCfg, register_model
 
 
@@ -53,10 +58,12 @@ class MixerBlock(nn.Module):
         y = jnp.swapaxes(y, 1, 2)
         y = mlp(self.tokens_mlp_dim, "token_mixing")(y, train=train)
         y = jnp.swapaxes(y, 1, 2)
-        x = x + drop_path(y, train=train)
+        # materialize_cotangent: the identity; it makes XLA:CPU compute the residual stream's gradient once per
+        # boundary instead of re-deriving it from the head in every consumer (see zoo/layers/fusion.py).
+        x = materialize_cotangent(x + drop_path(y, train=train))
         y = norm("LayerNorm_1")(x)
         y = mlp(self.channels_mlp_dim, "channel_mixing")(y, train=train)
-        return x + drop_path(y, train=train)
+        return materialize_cotangent(x + drop_path(y, train=train))
 
 
 class MlpMixer(nn.Module):

@@ -3,7 +3,61 @@
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import canonicalize_dtype
+
+
+@jax.custom_jvp
+def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: jax.Array) -> jax.Array:
+    # Flax's nn.LayerNorm(use_fast_variance=False) operation for operation: two-pass statistics, then
+    # (x - mean) * (rsqrt(var + eps) * scale) + bias.
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    centred = x - mean
+    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+    return centred * (rstd * scale) + bias
+
+
+@_layer_norm.defjvp
+def _layer_norm_jvp(primals, tangents):
+    x, scale, bias, epsilon = primals
+    dx, dscale, dbias, _ = tangents
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    centred = x - mean
+    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+    y = centred * (rstd * scale) + bias
+    normed = centred * rstd
+    # d(normed) = rstd * (dx - mean(dx) - normed * mean(dx * normed)); linear in the tangents, so reverse mode is
+    # its transpose: dx = rstd * (g' - mean(g') - normed * mean(g' * normed)) with g' = g * scale.
+    dnormed = rstd * (
+        dx - jnp.mean(dx, axis=-1, keepdims=True) - normed * jnp.mean(dx * normed, axis=-1, keepdims=True)
+    )
+    return y, dnormed * scale + normed * dscale + dbias
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis: statistics and arithmetic in float32, the two-pass variance of PyTorch/NumPy.
+
+    The forward pass is `flax.linen.LayerNorm(use_fast_variance=False)`'s, operation for operation, with the same
+    parameters (`scale`, `bias`) and result dtype (`dtype`, or the promotion of the input and parameter dtypes).
+    The derivative is written out (a JVP rule, so forward and reverse mode both work): the normalised activation
+    and the per-row 1/std are kept, and reverse mode gives rstd * (g' - mean(g') - x_hat * mean(g' * x_hat)) with
+    g' = g * scale. Autodiff of the two-pass forward gives the same values through more passes over the
+    activations (measured on MLP-Mixer-S/16 training on CPU: docs/benchmarks.md).
+    """
+
+    epsilon: float = 1e-6
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+        dtype = canonicalize_dtype(x, scale, bias, dtype=self.dtype)
+        f32 = lambda a: jnp.asarray(a, jnp.promote_types(a.dtype, jnp.float32))
+        return jnp.asarray(_layer_norm(f32(x), f32(scale), f32(bias), jnp.float32(self.epsilon)), dtype)
 
 
 def layer_norm(epsilon: float, *, dtype: Any = None, param_dtype: Any = jnp.float32, name: str | None = None):
@@ -11,6 +65,4 @@ def layer_norm(epsilon: float, *, dtype: Any = None, param_dtype: Any = jnp.floa
 
     `epsilon`: 1e-6 for the official JAX Mixer, MS-MLP and AFNO; 1e-5 (PyTorch default) for SOFTS, NiNformer, AFF.
     """
-    return nn.LayerNorm(
-        epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, use_fast_variance=False, name=name
-    )
+    return LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
