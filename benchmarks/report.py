@@ -4,7 +4,8 @@
     python -m benchmarks.report --data runs/           # another folder of runner outputs
 
 Reads `peers_*.json` (benchmarks.peers), `step.json` (benchmarks.step), `scaling.json` (benchmarks.scaling) and
-`data_pipeline.json` (benchmarks.data_pipeline), whichever exist, and prints one section per file with the command
+`data_pipeline.json` (benchmarks.data_pipeline) and `xla_flags/*.json` (benchmarks.step under different
+`XLA_FLAGS`), whichever exist, and prints one section per file with the command
 and machine that produced it. Nothing is measured here: every number comes from a file.
 """
 
@@ -94,6 +95,22 @@ def data_pipeline_section(path: Path) -> str:
     return "\n".join(out)
 
 
+def xla_flags_section(files: Sequence[Path]) -> str:
+    """One `benchmarks.step` file per XLA_FLAGS setting: the same model and mode under each."""
+    out = ["\n| XLA_FLAGS | model | mode | batch | ms/step | ex/s | measured (UTC) |"]
+    out.append("|---|---|---|---:|---:|---:|---|")
+    for path in files:
+        data = _load(path)
+        flags = data["machine"].get("xla_flags") or "(none)"
+        for r in data["rows"]:
+            out.append(
+                f"| `{flags}` | `{r['model']}` | {r['mode']} | {r['batch']} | {r['step_ms']:.0f} | "
+                f"{r['examples_per_s']:.2f} | {data['machine']['date_utc']} |"
+            )
+    first = _load(files[0])["machine"]
+    return f"\n{provenance(first)} (and the same under each XLA_FLAGS)\n" + "\n".join(out)
+
+
 def report(folder: Path) -> str:
     sections = []
     peers = sorted(folder.glob("peers_*.json"))
@@ -106,6 +123,9 @@ def report(folder: Path) -> str:
     ):
         if (folder / name).exists():
             sections.append(f"## {title}\n" + fn(folder / name))
+    flag_runs = sorted((folder / "xla_flags").glob("*.json"))
+    if flag_runs:
+        sections.append("## XLA flags\n" + xla_flags_section(flag_runs))
     if not sections:
         raise FileNotFoundError(f"no benchmark JSON files (peers_*.json, step.json, ...) in {folder}")
     return "\n\n".join(sections)

@@ -136,7 +136,7 @@ _MEASURED_PEAK: dict[tuple[int, str], float] = {}
 
 
 def measured_matmul_flops(n: int = 4096, dtype: Any = jnp.float32, repeats: int = 5) -> float:
-    """FLOP/s of an `n x n @ n x n` matmul with jnp on the default device (median of `repeats`, after a warm-up)."""
+    """FLOP/s of an `n x n @ n x n` matmul with jnp on the default device: the best of `repeats`, after a warm-up."""
     key = (n, jnp.dtype(dtype).name)
     if key not in _MEASURED_PEAK:
         a = jax.random.normal(jax.random.key(0), (n, n), dtype)
@@ -148,7 +148,7 @@ def measured_matmul_flops(n: int = 4096, dtype: Any = jnp.float32, repeats: int 
             t = time.perf_counter()
             f(a, b).block_until_ready()
             times.append(time.perf_counter() - t)
-        _MEASURED_PEAK[key] = 2 * n**3 / statistics.median(times)
+        _MEASURED_PEAK[key] = 2 * n**3 / min(times)
     return _MEASURED_PEAK[key]
 
 
@@ -438,8 +438,10 @@ def measure(
     repeats: int = 5,
     warmup: int = 2,
     matmul_n: int = 4096,
+    given_peak: tuple[float, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per mode for model `name` (see the module docstring for the columns)."""
+    """One row per mode for model `name` (see the module docstring for the columns); `given_peak`: (FLOP/s,
+    source) to use instead of measuring one with `device_peak_flops`."""
     probe = MemoryProbe()
     bench = build(name, batch_size, overrides)
     dtype = getattr(bench.model, "dtype", None) or jnp.float32
@@ -455,7 +457,7 @@ def measure(
         peak_bytes = probe.peak_bytes()
         runner.close()
         step_s = statistics.median(times)
-        peak, peak_source = device_peak_flops(dtype, matmul_n=matmul_n)
+        peak, peak_source = given_peak or device_peak_flops(dtype, matmul_n=matmul_n)
         achieved = runner.flops / step_s if runner.flops else None
         rows.append(
             {
@@ -578,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--repeats", type=int, default=5, help="timed runs (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
     p.add_argument("--matmul-n", type=int, default=4096, help="size of the CPU peak matmul (0: no peak, no %% peak)")
+    p.add_argument("--peak-gflops", type=float, default=None, help="use this peak instead of measuring one")
     p.add_argument("--isolate", action="store_true", help="measure every model in a fresh process")
     p.add_argument("--json", default=None, help="also write {machine, rows} to this file")
     p.add_argument("--quiet", action="store_true", help="no table")
@@ -587,13 +590,22 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if set(modes) - set(MODES):
         p.error(f"--modes must be a subset of {MODES}")
     overrides = parse_overrides(args.set)
+    peak = None
+    if args.peak_gflops:
+        peak = (1e9 * args.peak_gflops, f"given: {args.peak_gflops:.0f} GFLOP/s")
+    elif args.isolate and jax.default_backend() == "cpu" and args.matmul_n:
+        # One CPU reference for every row: measured here, once, and handed to the fresh processes.
+        peak = device_peak_flops(overrides.get("dtype", jnp.float32), matmul_n=args.matmul_n)
     rows = []
     for name, batch in parse_models(args.models, args.batch):
         if args.isolate:
             sub = [f"--models={name}:{batch}", f"--modes={','.join(modes)}", f"--steps={args.steps}"]
             sub += [f"--repeats={args.repeats}", f"--warmup={args.warmup}", f"--matmul-n={args.matmul_n}"]
             sub += [f"--set={s}" for s in args.set]
-            rows += run_isolated(sub)["rows"]
+            if peak is not None:
+                sub += [f"--peak-gflops={peak[0] / 1e9}"]
+            for r in run_isolated(sub)["rows"]:
+                rows.append({**r, "peak_source": peak[1]} if peak is not None else r)
         else:
             for r in measure(
                 name,
@@ -604,6 +616,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 repeats=args.repeats,
                 warmup=args.warmup,
                 matmul_n=args.matmul_n,
+                given_peak=peak,
             ):
                 r["overrides"] = _jsonable(r["overrides"])
                 rows.append(r)

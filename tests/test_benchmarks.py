@@ -10,7 +10,7 @@ import torch
 
 import checkpoints
 import zoo
-from benchmarks import peers, report, step
+from benchmarks import peers, profile, report, step
 
 TINY_SOFTS = ["seq_len=16", "pred_len=8", "d_model=16", "d_core=8", "d_ff=24", "e_layers=1"]
 FAST = ["--steps", "1", "--repeats", "1", "--warmup", "1", "--matmul-n", "256"]
@@ -67,6 +67,18 @@ def test_step_runner_writes_a_row_per_model_and_mode(tmp_path):
     assert machine["command"] in table
     for r in rows:
         assert f"| `{r['model']}` | {r['mode']} | {r['batch']} |" in table
+
+
+def test_isolated_runs_share_the_parents_peak(tmp_path):
+    out = tmp_path / "step.json"
+    step.main(["--models", "mixer_ti2_8:4,mixer_ti2_8:2", "--modes", "infer", "--isolate", *FAST, "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["batch"]) for r in rows] == [("mixer_ti2_8", 4), ("mixer_ti2_8", 2)]
+    assert rows[0]["peak_gflop_per_s"] == rows[1]["peak_gflop_per_s"] > 0
+    assert all(r["peak_source"] == "measured: 256x256 float32 matmul" for r in rows)
+    given = step.main(["--models", "mixer_ti2_8:4", "--modes", "infer", *FAST, "--peak-gflops", "100", "--quiet"])
+    assert given[0]["peak_gflop_per_s"] == pytest.approx(100.0)
+    assert given[0]["fraction_of_peak"] == pytest.approx(given[0]["gflop_per_s"] / 100.0)
 
 
 def test_train_step_is_the_trainer_update():
@@ -182,3 +194,61 @@ def test_command_line_parsing():
         step.parse_models("mixer_nope", 16)
     got = step.parse_overrides(["enc_in=321", "dropout=0.1", "use_norm=false", "dtype=bfloat16", "x=a"])
     assert got == {"enc_in": 321, "dropout": 0.1, "use_norm": False, "dtype": jnp.bfloat16, "x": "a"}
+
+
+def test_profile_attributes_step_time_to_kinds_of_operations():
+    result = profile.profile("mixer_ti2_8", 8, steps=2, warmup=1)
+    kinds = result["kinds"]
+    assert set(kinds) == set(profile.KINDS)
+    assert kinds["matmul"] > 0 and kinds["elementwise"] > 0 and kinds["reduction"] > 0
+    assert result["total_ms"] == pytest.approx(sum(kinds.values()))
+    # Every dense layer's forward product is found, attributed to its layer with the block index folded.
+    matmuls = {o["op_name"] for o in result["ops"] if o["kind"] == "matmul"}
+    for layer in ("token_mixing/Dense_0", "token_mixing/Dense_1", "channel_mixing/Dense_0", "channel_mixing/Dense_1"):
+        assert any(f"MixerBlock_*/{layer}/dot_general" in n and "transpose" not in n for n in matmuls), layer
+    rows = profile.grouped(result["ops"])
+    assert sum(g["count"] for g in rows) == len(result["ops"])
+    assert [g["ms"] for g in rows] == sorted((g["ms"] for g in rows), reverse=True)
+    assert "matmul" in profile.format_report(result, 5)
+
+
+def test_profile_classifies_hlo_instructions():
+    hlo = """HloModule m
+
+%fused_dot (p0: f32[4,8], p1: f32[8,2]) -> f32[4,2] {
+  %p0 = f32[4,8]{1,0} parameter(0)
+  %p1 = f32[8,2]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,2]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_move (p0: f32[4,8]) -> f32[8,4] {
+  %p0 = f32[4,8]{1,0} parameter(0)
+  ROOT %t = f32[8,4]{1,0} transpose(%p0), dimensions={1,0}
+}
+
+%fused_pair (p0: f32[4,8]) -> (f32[4,8], f32[4,8]) {
+  %p0 = f32[4,8]{1,0} parameter(0)
+  %e = f32[4,8]{1,0} exponential(%p0)
+  %n = f32[4,8]{1,0} negate(%p0)
+  ROOT %tuple = (f32[4,8]{1,0}, f32[4,8]{1,0}) tuple(%e, %n)
+}
+
+ENTRY %main (a: f32[4,8], b: f32[8,2]) -> f32[4,2] {
+  %a = f32[4,8]{1,0} parameter(0)
+  %b = f32[8,2]{1,0} parameter(1)
+  %mm = f32[4,2]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_dot, metadata={op_name="jit(f)/Block_3/Dense_0/dot"}
+  %mv = f32[8,4]{1,0} fusion(%a), kind=kLoop, calls=%fused_move
+  %pair = (f32[4,8]{1,0}, f32[4,8]{1,0}) fusion(%a), kind=kLoop, calls=%fused_pair
+  %r = f32[4]{0} reduce(%a, %b), dimensions={1}, to_apply=%add
+  ROOT %out = f32[4,2]{1,0} copy(%mm)
+}
+"""
+    got = profile.classify(hlo)
+    assert {k: v["kind"] for k, v in got.items()} == {
+        "mm": "matmul",
+        "mv": "transpose/copy",
+        "pair": "elementwise",
+        "r": "reduction",
+        "out": "transpose/copy",
+    }
+    assert got["mm"]["op_name"] == "Block_*/Dense_0/dot" and got["pair"]["shape"].startswith("(f32[4,8]")
