@@ -10,7 +10,7 @@ import torch
 
 import checkpoints
 import zoo
-from benchmarks import peers, profile, report, step
+from benchmarks import peers, profile, report, scaling, step
 
 TINY_SOFTS = ["seq_len=16", "pred_len=8", "d_model=16", "d_core=8", "d_ff=24", "e_layers=1"]
 FAST = ["--steps", "1", "--repeats", "1", "--warmup", "1", "--matmul-n", "256"]
@@ -252,3 +252,38 @@ ENTRY %main (a: f32[4,8], b: f32[8,2]) -> f32[4,2] {
         "out": "transpose/copy",
     }
     assert got["mm"]["op_name"] == "Block_*/Dense_0/dot" and got["pair"]["shape"].startswith("(f32[4,8]")
+
+
+def test_scaling_sweeps_write_rows_tables_and_plots(tmp_path):
+    argv = ["--vision", "mixer_ti2_8", "--img-sizes", "8,12,16", "--vision-batch", "2", "--forecasters", "softs"]
+    argv += ["--channels", "3,6,12", "--lookback", "16", "--horizon", "8", "--lookbacks", "16,32"]
+    argv += ["--lookback-channels", "3", "--forecast-batch", "2", "--steps", "1", "--repeats", "1", "--warmup", "0"]
+    rows = scaling.main([*argv, "--json", str(tmp_path / "scaling.json"), "--plots", str(tmp_path)])
+    got = [(r["sweep"], r["model"], r["x"]) for r in rows]
+    assert got == [
+        ("tokens", "mixer_ti2_8", 16),
+        ("tokens", "mixer_ti2_8", 36),
+        ("tokens", "mixer_ti2_8", 64),
+        ("channels", "softs", 3),
+        ("channels", "softs", 6),
+        ("channels", "softs", 12),
+        ("lookback", "softs", 16),
+        ("lookback", "softs", 32),
+    ]
+    # The swept setting reached the model: more tokens or channels cost more FLOPs per example.
+    for sweep in ("tokens", "channels"):
+        flops = [r["gflop_per_example"] for r in rows if r["sweep"] == sweep]
+        assert flops == sorted(flops) and flops[0] < flops[-1]
+    for name in ("scaling_vision_tokens.png", "scaling_forecast_channels.png", "scaling_forecast_lookback.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = report.report(tmp_path)
+    assert "| channels | examples/s |" in table and "x channels (least squares, R^2 = " in table
+
+
+def test_linear_fit_is_least_squares():
+    a, b, r2 = scaling.linear_fit([1, 2, 3, 4], [3.0, 5.0, 7.0, 9.0])
+    assert (a, b, r2) == pytest.approx((1.0, 2.0, 1.0))
+    x, y = np.arange(10.0), np.array([0.0, 2, 1, 3, 2, 4, 3, 5, 4, 6])
+    a, b, r2 = scaling.linear_fit(x, y)
+    np.testing.assert_allclose([b, a], np.polyfit(x, y, 1))
+    assert 0 < r2 < 1
