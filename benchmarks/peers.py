@@ -298,10 +298,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="mixer_s16_224,mixer_b16_224,softs:32", help="names; 'name:B' sets the batch")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--modes", default="train,infer")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for our model and peer")
+    bench_step.add_model_arguments(p, models="mixer_s16_224,mixer_b16_224,softs:32")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds (medians are compared)")
     p.add_argument("--steps", type=int, default=2, help="steps per side per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side after compilation")
@@ -309,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--json", default=None, help="also write {machine, rows} to this file")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = bench_step.parse_modes(args.modes)
     overrides = bench_step.parse_overrides(args.set)
     rows = []
     for name, batch in bench_step.parse_models(args.models, args.batch):

@@ -564,9 +564,11 @@ def run_isolated(argv: Sequence[str], timeout: float | None = None) -> dict[str,
         return json.loads(out.read_text())
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", required=True, help="comma-separated registered names; 'name:B' sets its batch")
+def add_model_arguments(p: argparse.ArgumentParser, *, models: str | None = None) -> None:
+    """--models, --batch, --modes and --set, shared by the runners that take a list of models."""
+    p.add_argument(
+        "--models", required=models is None, default=models, help="registered names, comma-separated; 'name:B' sets B"
+    )
     p.add_argument("--batch", type=int, default=16, help="batch size (per model: name:B)")
     p.add_argument("--modes", default="train,infer", help="comma-separated subset of train,infer")
     p.add_argument(
@@ -576,6 +578,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         metavar="KEY=VALUE",
         help="constructor override, applied to every model that accepts it (repeatable)",
     )
+
+
+def parse_modes(spec: str) -> list[str]:
+    """'train,infer' -> ['train', 'infer']; anything else than a non-empty subset of MODES is an error."""
+    modes = [m.strip() for m in spec.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        raise ValueError(f"--modes must be a non-empty comma-separated subset of {MODES}, got {spec!r}")
+    return modes
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
     p.add_argument("--steps", type=int, default=3, help="steps per timed run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
@@ -586,9 +601,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--quiet", action="store_true", help="no table")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)  # compile times are real compiles
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if set(modes) - set(MODES):
-        p.error(f"--modes must be a subset of {MODES}")
+    modes = parse_modes(args.modes)
     overrides = parse_overrides(args.set)
     peak = None
     if args.peak_gflops:

@@ -192,6 +192,10 @@ def test_command_line_parsing():
     assert step.parse_models("mixer_ti2_8, softs:32", 16) == [("mixer_ti2_8", 16), ("softs", 32)]
     with pytest.raises(ValueError, match="unknown model"):
         step.parse_models("mixer_nope", 16)
+    assert step.parse_modes(" infer, train") == ["infer", "train"]
+    for bad in ("", "train,eval"):
+        with pytest.raises(ValueError, match="--modes must be"):
+            step.parse_modes(bad)
     got = step.parse_overrides(["enc_in=321", "dropout=0.1", "use_norm=false", "dtype=bfloat16", "x=a"])
     assert got == {"enc_in": 321, "dropout": 0.1, "use_norm": False, "dtype": jnp.bfloat16, "x": "a"}
 

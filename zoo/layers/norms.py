@@ -8,13 +8,17 @@ import jax.numpy as jnp
 from flax.linen.dtypes import canonicalize_dtype
 
 
+def _centred_and_rstd(x: jax.Array, epsilon: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Two-pass statistics over the last axis: (x - mean, 1 / sqrt(population variance + epsilon))."""
+    centred = x - jnp.mean(x, axis=-1, keepdims=True)
+    return centred, jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+
+
 @jax.custom_jvp
 def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: jax.Array) -> jax.Array:
-    # Flax's nn.LayerNorm(use_fast_variance=False) operation for operation: two-pass statistics, then
-    # (x - mean) * (rsqrt(var + eps) * scale) + bias.
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    centred = x - mean
-    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+    # Flax's nn.LayerNorm(use_fast_variance=False) operation for operation: (x - mean) * (rsqrt(var + eps) * scale)
+    # + bias.
+    centred, rstd = _centred_and_rstd(x, epsilon)
     return centred * (rstd * scale) + bias
 
 
@@ -22,9 +26,7 @@ def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: jax.Ar
 def _layer_norm_jvp(primals, tangents):
     x, scale, bias, epsilon = primals
     dx, dscale, dbias, _ = tangents
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    centred = x - mean
-    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+    centred, rstd = _centred_and_rstd(x, epsilon)
     y = centred * (rstd * scale) + bias
     normed = centred * rstd
     # d(normed) = rstd * (dx - mean(dx) - normed * mean(dx * normed)); linear in the tangents, so reverse mode is
@@ -43,7 +45,7 @@ class LayerNorm(nn.Module):
     The derivative is written out (a JVP rule, so forward and reverse mode both work): the normalised activation
     and the per-row 1/std are kept, and reverse mode gives rstd * (g' - mean(g') - x_hat * mean(g' * x_hat)) with
     g' = g * scale. Autodiff of the two-pass forward gives the same values through more passes over the
-    activations (measured on MLP-Mixer-S/16 training on CPU: docs/benchmarks.md).
+    activations.
     """
 
     epsilon: float = 1e-6
