@@ -321,13 +321,15 @@ def build(name: str, batch_size: int, overrides: dict[str, Any] | None = None, s
     key = jax.random.key(seed)
     variables = jax.jit(lambda k: model.init(k, **inputs, train=False))(key)
     tx = default_optimizer(variables["params"])
-    others = {k: v for k, v in variables.items() if k != "params"}
+    collections = sorted(k for k in variables if k != "params")  # model state, e.g. BatchNorm's batch_stats
 
     def init_state():
-        params = jax.tree.map(jnp.copy, variables["params"])
+        variables_copy = jax.tree.map(jnp.copy, variables)
+        params = variables_copy.pop("params")
         return {
             "step": jnp.zeros((), jnp.int32),
             "params": params,
+            "model_state": variables_copy,
             "opt_state": tx.init(params),
             "rng": jax.random.key_data(jax.random.key(seed + 1)),
         }
@@ -336,17 +338,23 @@ def build(name: str, batch_size: int, overrides: dict[str, Any] | None = None, s
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
 
         def loss_fn(params):
-            out = model.apply(
-                {**others, "params": params}, **task.model_inputs(batch), train=True, rngs={"dropout": rng}
+            out, model_state = model.apply(
+                {**state["model_state"], "params": params},
+                **task.model_inputs(batch),
+                train=True,
+                rngs={"dropout": rng},
+                mutable=collections,
             )
-            return task.loss(out, batch)
+            loss_sum, count = task.loss(out, batch)
+            return loss_sum, (count, model_state)
 
-        (loss_sum, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (loss_sum, (count, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         count = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / count, grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, loss_sum / count
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "model_state": model_state}
+        return {**state, **new_state}, loss_sum / count
 
     def infer(variables, inputs):
         return model.apply(variables, **inputs, train=False)

@@ -8,8 +8,11 @@ from checkpoints.manager import (
     CheckpointWarning,
     CorruptCheckpointError,
     Restored,
+    is_preset,
     load_params,
+    load_variables,
     save_params,
+    save_variables,
 )
 from checkpoints.pretrained import load_pretrained, read_state_dict
 from checkpoints.tree import flatten, merge_params, unflatten
@@ -25,12 +28,15 @@ __all__ = [
     "convert",
     "download",
     "flatten",
+    "is_preset",
     "load_params",
     "load_pretrained",
+    "load_variables",
     "merge_params",
     "read_state_dict",
     "register_converter",
     "save_params",
+    "save_variables",
     "sha256_file",
     "unflatten",
 ]

@@ -31,6 +31,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 _TMP_MARK = ".orbax-checkpoint-tmp"
 _ITEMS = ("state", "meta")
+_VARIABLES, _LEGACY_PARAMS = "variables", "params"  # a preset's orbax item (older presets: params)
 _barrier_ids = itertools.count()
 
 
@@ -327,61 +328,87 @@ class CheckpointManager:
 def _pure_dict(tree, path: str = "") -> dict:
     """A copy of a nested string-keyed mapping as plain dicts; raises naming the first other container or key."""
     if not isinstance(tree, Mapping):
-        raise TypeError(f"params must be nested string-keyed dicts, found {type(tree).__name__} at {path or '/'}")
+        raise TypeError(f"variables must be nested string-keyed dicts, found {type(tree).__name__} at {path or '/'}")
     out = {}
     for key, value in tree.items():
         if not isinstance(key, str):
-            raise TypeError(f"params keys must be strings, found {key!r} at {path or '/'}")
+            raise TypeError(f"keys must be strings, found {key!r} at {path or '/'}")
         sub = f"{path}/{key}" if path else key
         if isinstance(value, Mapping):
             out[key] = _pure_dict(value, sub)
         elif isinstance(value, (list, tuple)) or value is None:
-            raise TypeError(f"params must be nested string-keyed dicts, found {type(value).__name__} at {sub}")
+            raise TypeError(f"variables must be nested string-keyed dicts, found {type(value).__name__} at {sub}")
         else:
             out[key] = value
     return out
 
 
-def save_params(directory, params, *, config: dict, metadata: dict | None = None) -> None:
-    """Writes a preset directory: `params/` (orbax), `metadata.json`, then `config.json` last.
+def save_variables(directory, variables, *, config: dict, metadata: dict | None = None) -> None:
+    """Writes a preset directory: `variables/` (orbax), `metadata.json`, then `config.json` last.
 
-    `config` is what rebuilds the model (the registered model name plus constructor overrides); `params` a
-    nested string-keyed dict of arrays (a FrozenDict is fine). An existing preset there is overwritten.
+    `config` is what rebuilds the model (the registered model name plus constructor overrides); `variables` the
+    model's collections, `{"params": ..., "batch_stats": ...}`, as nested string-keyed dicts of arrays (a
+    FrozenDict is fine). An existing preset there is overwritten.
     """
     directory = Path(directory).absolute()
-    params = _pure_dict(params)
-    _check_no_prng_keys(_leaves(params))
+    variables = _pure_dict(variables)
+    if "params" not in variables:
+        raise ValueError(f"variables must hold a 'params' collection, got collections {sorted(variables)}")
+    _check_no_prng_keys(_leaves(variables))
     config_text = json.dumps(config, indent=2, sort_keys=True)
     metadata_text = json.dumps(metadata or {}, indent=2, sort_keys=True)
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / "params", params, force=True)
+        checkpointer.save(directory / _VARIABLES, variables, force=True)
     if jax.process_index() == 0:
         (directory / "metadata.json").write_text(metadata_text)
         (directory / "config.json").write_text(config_text)
 
 
-def load_params(directory, target=None) -> tuple[dict, dict, dict]:
-    """Reads a preset directory written by `save_params`: returns (params, config, metadata).
+def save_params(directory, params, *, config: dict, metadata: dict | None = None) -> None:
+    """`save_variables` for a model with no state: `variables = {"params": params}`."""
+    save_variables(directory, {"params": params}, config=config, metadata=metadata)
 
-    Without `target` the params come back as numpy arrays; with one (arrays or `jax.ShapeDtypeStruct`s with
-    shardings) they take its dtypes and shardings, after a strict structure check.
+
+def is_preset(directory) -> bool:
+    """Whether `directory` holds a preset (`config.json` and `variables/`, or an older preset's `params/`)."""
+    directory = Path(directory)
+    return (directory / "config.json").is_file() and any((directory / n).is_dir() for n in (_VARIABLES, _LEGACY_PARAMS))
+
+
+def load_variables(directory, target=None) -> tuple[dict, dict, dict]:
+    """Reads a preset directory written by `save_variables`: returns (variables, config, metadata).
+
+    Without `target` the variables come back as numpy arrays; with one (arrays or `jax.ShapeDtypeStruct`s with
+    shardings, every collection) they take its dtypes and shardings, after a strict structure check. A preset of
+    an older version (a `params/` item) reads as `{"params": ...}`.
     """
     directory = Path(directory).absolute()
-    for name in ("config.json", "metadata.json", "params"):
+    item = _VARIABLES if (directory / _VARIABLES).exists() else _LEGACY_PARAMS
+    for name in ("config.json", "metadata.json", item):
         if not (directory / name).exists():
             raise FileNotFoundError(
-                f"{directory / name} not found (a preset directory holds config.json, metadata.json and params/)"
+                f"{directory / name} not found (a preset directory holds config.json, metadata.json and variables/)"
             )
     config = json.loads((directory / "config.json").read_text())
     metadata = json.loads((directory / "metadata.json").read_text())
+    wrap = (lambda tree: {"params": tree}) if item == _LEGACY_PARAMS else (lambda tree: tree)
     with ocp.PyTreeCheckpointer() as checkpointer:
-        stored = checkpointer.metadata(directory / "params").item_metadata.tree
+        stored = wrap(checkpointer.metadata(directory / item).item_metadata.tree)
         if target is None:
             restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
-            params = checkpointer.restore(directory / "params", args=ocp.args.PyTreeRestore(restore_args=restore_args))
-            return params, config, metadata
+            if item == _LEGACY_PARAMS:
+                restore_args = restore_args["params"]
+            tree = checkpointer.restore(directory / item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+            return wrap(tree), config, metadata
     _check_structure({p: m.shape for p, m in _leaves(stored)}, target, f"preset {directory}")
     with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(directory / "params", target)
-    return params, config, metadata
+        tree = checkpointer.restore(directory / item, target["params"] if item == _LEGACY_PARAMS else target)
+    return wrap(tree), config, metadata
+
+
+def load_params(directory, target=None) -> tuple[dict, dict, dict]:
+    """`load_variables` for the `params` collection alone: returns (params, config, metadata); `target` is a
+    params tree."""
+    variables, config, metadata = load_variables(directory, None if target is None else {"params": target})
+    return variables["params"], config, metadata

@@ -20,7 +20,7 @@ import numpy as np
 import zoo
 from checkpoints.convert import convert
 from checkpoints.download import download
-from checkpoints.manager import load_params
+from checkpoints.manager import is_preset, load_variables
 from checkpoints.tree import merge_params
 
 CACHE_ENV = "MIXER_ZOO_CACHE"
@@ -67,20 +67,19 @@ def _fetch(url: str, sha256: str | None) -> Path:
 
 
 def _from_preset(directory: Path, overrides: dict) -> tuple[Any, dict]:
-    params, config, _ = load_params(directory)
+    variables, config, _ = load_variables(directory)
     model = zoo.create_model(config["model_name"], **{**config.get("overrides", {}), **overrides})
-    reference = zoo.abstract_variables(model)["params"]
-    return model, {"params": merge_params(params, reference, what=f"preset {directory}")}
+    return model, merge_params(variables, zoo.abstract_variables(model), what=f"preset {directory}")
 
 
 def load_pretrained(name_or_path: str, file_or_url: str | None = None, *, source: str | None = None, **overrides):
     """Returns `(model, variables)`; see the module docstring for the three forms."""
     path = Path(str(name_or_path))
     for directory in (path, path / "model"):
-        if (directory / "config.json").exists() and (directory / "params").exists():
+        if is_preset(directory):
             return _from_preset(directory, overrides)
     if path.exists():
-        raise FileNotFoundError(f"{path} is not a preset directory (no config.json and params/ in it or in model/)")
+        raise FileNotFoundError(f"{path} is not a preset directory (no config.json and variables/ in it or in model/)")
 
     entry = zoo.get_entry(str(name_or_path))
     _, tag = zoo.registry.split_name(str(name_or_path))
@@ -99,9 +98,9 @@ def load_pretrained(name_or_path: str, file_or_url: str | None = None, *, source
     if num_classes is not None and num_classes != file_classes:
         _log.warning("%s: new head for %d classes (the file's has %s)", entry.name, num_classes, file_classes)
         inputs = zoo.dummy_inputs(model)
-        fresh = jax.jit(lambda k: model.init(k, **inputs, train=False))(jax.random.key(0))["params"]
-        without_head = {k: v for k, v in variables["params"].items() if k != "head"}
-        variables = {"params": merge_params(without_head, jax.device_get(fresh), dont_load=("head/.*",))}
+        fresh = jax.jit(lambda k: model.init(k, **inputs, train=False))(jax.random.key(0))
+        without_head = {**variables, "params": {k: v for k, v in variables["params"].items() if k != "head"}}
+        variables = merge_params(without_head, jax.device_get(fresh), dont_load=("params/head/.*",))
     else:
         model = zoo.create_model(entry.name, **overrides, **({"num_classes": file_classes} if file_classes else {}))
     return model, variables

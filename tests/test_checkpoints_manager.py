@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from checkpoints.manager import (
@@ -19,8 +20,11 @@ from checkpoints.manager import (
     CheckpointStructureError,
     CheckpointWarning,
     CorruptCheckpointError,
+    is_preset,
     load_params,
+    load_variables,
     save_params,
+    save_variables,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,7 +294,7 @@ def test_save_and_load_params_preset(tmp_path):
     params = {"Dense_0": dict(params), "scale": jnp.ones(3, jnp.bfloat16)}
     config = {"model": "mixer_s16_224", "num_classes": 10}
     save_params(tmp_path / "preset", params, config=config, metadata={"source": "test"})
-    assert sorted(p.name for p in (tmp_path / "preset").iterdir()) == ["config.json", "metadata.json", "params"]
+    assert sorted(p.name for p in (tmp_path / "preset").iterdir()) == ["config.json", "metadata.json", "variables"]
     assert json.loads((tmp_path / "preset" / "config.json").read_text()) == config
 
     loaded, cfg, meta = load_params(tmp_path / "preset")
@@ -302,7 +306,7 @@ def test_save_and_load_params_preset(tmp_path):
     assert_tree_equal(loaded, params)
     wrong = abstract(params)
     wrong["head"] = jax.ShapeDtypeStruct((2,), jnp.float32)
-    with pytest.raises(CheckpointStructureError, match=r"missing in preset .*: head"):
+    with pytest.raises(CheckpointStructureError, match=r"missing in preset .*: params/head"):
         load_params(tmp_path / "preset", wrong)
 
     with pytest.raises(FileNotFoundError, match="nowhere"):
@@ -312,5 +316,38 @@ def test_save_and_load_params_preset(tmp_path):
         load_params(tmp_path / "preset")
     with pytest.raises(TypeError, match="keys must be strings"):
         save_params(tmp_path / "bad", {"a": {0: jnp.ones(2)}}, config={})
-    with pytest.raises(TypeError, match="list at a"):
+    with pytest.raises(TypeError, match="list at params/a"):
         save_params(tmp_path / "bad", {"a": [jnp.ones(2)]}, config={})
+
+
+def test_preset_variables_keep_every_collection(tmp_path):
+    """BatchNorm state travels with the parameters; an older preset (a `params/` item) still loads."""
+    variables = {
+        "params": {"conv": {"kernel": jnp.arange(6.0).reshape(2, 3)}},
+        "batch_stats": {"bn": {"mean": jnp.asarray([0.5, -1.0]), "var": jnp.asarray([2.0, 3.0])}},
+    }
+    save_variables(tmp_path / "preset", variables, config={"model_name": "m"}, metadata={"step": 7})
+    loaded, config, metadata = load_variables(tmp_path / "preset")
+    assert config == {"model_name": "m"} and metadata == {"step": 7}
+    assert_tree_equal(loaded, jax.tree.map(np.asarray, variables))
+    restored, _, _ = load_variables(tmp_path / "preset", abstract(variables))
+    assert_tree_equal(restored, variables)
+    wrong = abstract(variables)
+    del wrong["batch_stats"]
+    with pytest.raises(CheckpointStructureError, match=r"unexpected in preset .*batch_stats/bn/mean"):
+        load_variables(tmp_path / "preset", wrong)
+    with pytest.raises(ValueError, match="'params' collection"):
+        save_variables(tmp_path / "bad", {"batch_stats": variables["batch_stats"]}, config={})
+
+    # A preset written before model state existed: config.json, metadata.json and params/ (orbax).
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(legacy / "params", variables["params"])
+    (legacy / "config.json").write_text('{"model_name": "m"}')
+    (legacy / "metadata.json").write_text("{}")
+    assert is_preset(legacy)
+    old, _, _ = load_variables(legacy)
+    assert_tree_equal(old, {"params": jax.tree.map(np.asarray, variables["params"])})
+    old, _, _ = load_variables(legacy, abstract({"params": variables["params"]}))
+    assert_tree_equal(old, {"params": variables["params"]})

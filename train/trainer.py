@@ -86,10 +86,10 @@ def _host_metrics(sums) -> dict[str, float]:
     return {**reduce_metrics(sums["metrics"]), "num_examples": int(sums["num_examples"])}
 
 
-def params_digest(params) -> str:
-    """sha256 of the parameters as this process sees them (names, shapes, dtypes and bytes)."""
+def params_digest(tree) -> str:
+    """sha256 of a parameter or variables tree as this process sees it (names, shapes, dtypes and bytes)."""
     digest = hashlib.sha256()
-    for path, leaf in sorted(checkpoints.flatten(jax.device_get(params)).items()):
+    for path, leaf in sorted(checkpoints.flatten(jax.device_get(tree)).items()):
         array = np.ascontiguousarray(np.asarray(leaf))
         digest.update(f"{path}:{array.shape}:{array.dtype}".encode())
         digest.update(array.tobytes())
@@ -121,17 +121,30 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     model = zoo.create_model(config.model_name, **model_overrides, **dtype_override)
     task = inputs.task
 
+    # The model's variables, abstractly: `params` are trained; every other collection (BatchNorm's `batch_stats`)
+    # is model state, updated by the forward pass in training and read in evaluation.
+    root = jax.random.key(config.seed)
+    init_key, train_key = jax.random.split(root)
+    example = {k: jnp.zeros((1, *s), jnp.float32) for k, s in zoo.input_spec(model).items()}
+    abstract_variables = jax.eval_shape(lambda k: model.init(k, **example, train=False), init_key)
+    abstract_params = abstract_variables["params"]
+    state_collections = sorted(k for k in abstract_variables if k != "params")
+
     mesh = sharding.make_mesh()
     num_devices, process_count = jax.device_count(), jax.process_count()
     eval_batch_size = config.eval_batch_size or config.batch_size
     for what, size in (("batch_size", config.batch_size // config.accum_steps), ("eval_batch_size", eval_batch_size)):
         if size % num_devices:
             raise ValueError(f"{what} {size} (per micro-batch) is not divisible by the {num_devices} devices")
+    # Padded rows (mask 0) would enter batch statistics, so models with state train on full batches only.
+    drop_remainder = config.data.train_drop_remainder or bool(state_collections)
+    if drop_remainder and not config.data.train_drop_remainder:
+        _log.info("%s keeps %s: training drops each epoch's short last batch", entry.name, state_collections)
     train_batches = TrainBatches(
         inputs.train,
         config.batch_size,
         config.seed,
-        drop_remainder=config.data.train_drop_remainder,
+        drop_remainder=drop_remainder,
         process_index=jax.process_index(),
         process_count=process_count,
     )
@@ -145,10 +158,6 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     _check_batch_matches_model(model, task, train_batches[0], entry.name, config.data.dataset)
 
     # ---------------------------------------------------------------- Model and optimizer (abstract first).
-    root = jax.random.key(config.seed)
-    init_key, train_key = jax.random.split(root)
-    example = {k: jnp.zeros((1, *s), jnp.float32) for k, s in zoo.input_spec(model).items()}
-    abstract_params = jax.eval_shape(lambda k: model.init(k, **example, train=False)["params"], init_key)
     tx, schedule = make_optimizer(
         config.optim, abstract_params, total_steps=total_steps, steps_per_epoch=steps_per_epoch
     )
@@ -156,16 +165,26 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     use_ema = config.ema_decay > 0
 
     def init_state(key):
-        params = model.init(key, **example, train=False)["params"]
+        variables = model.init(key, **example, train=False)
+        params = variables["params"]
         state = {
             "step": jnp.zeros((), jnp.int32),
             "params": params,
             "opt_state": tx.init(params),
             "rng": jax.random.key_data(train_key),
         }
+        if state_collections:
+            state["model_state"] = {k: variables[k] for k in state_collections}
         if use_ema:
             state["ema_params"] = params
+            if state_collections:
+                state["ema_model_state"] = state["model_state"]
         return state
+
+    def eval_variables(state) -> dict:
+        """What evaluation and the exported model use: the (EMA) parameters and the model state."""
+        prefix = "ema_" if use_ema else ""
+        return {"params": state[f"{prefix}params"], **state.get(f"{prefix}model_state", {})}
 
     # ---------------------------------------------------------------- Shard and place.
     abstract_state = jax.eval_shape(init_state, init_key)
@@ -175,9 +194,13 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
     # ---------------------------------------------------------------- Steps (each compiled once).
-    def forward(params, batch, train, rng=None):
+    def forward(variables, batch, train, rng=None):
+        """Model outputs, and in training the updated model state (the state collections are mutable)."""
         rngs = {"dropout": rng} if rng is not None else {}
-        return model.apply({"params": params}, **task.model_inputs(batch), train=train, rngs=rngs)
+        inputs = task.model_inputs(batch)
+        if train and state_collections:
+            return model.apply(variables, **inputs, train=True, rngs=rngs, mutable=state_collections)
+        return model.apply(variables, **inputs, train=train, rngs=rngs), {}
 
     def train_step(state, batch):
         traces["train_step"] += 1
@@ -185,33 +208,42 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         mix_rng, dropout_rng = jax.random.split(rng)
         batch = task.prepare_train_batch(batch, mix_rng)
 
-        def loss_fn(params, micro, key):
-            loss_sum, count = task.loss(forward(params, micro, True, key), micro)
-            return loss_sum, count
+        def loss_fn(params, model_state, micro, key):
+            outputs, new_model_state = forward({"params": params, **model_state}, micro, True, key)
+            loss_sum, count = task.loss(outputs, micro)
+            return loss_sum, (count, new_model_state)
 
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        model_state = state.get("model_state", {})
         if config.accum_steps == 1:
-            (loss_sum, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, dropout_rng)
+            (loss_sum, (count, model_state)), grads = grad_fn(state["params"], model_state, batch, dropout_rng)
         else:
-            # Micro-batch a takes rows a, a + A, a + 2A, ... so every device contributes to each micro-batch.
+            # Micro-batch a takes rows a, a + A, a + 2A, ... so every device contributes to each micro-batch. The
+            # model state (running statistics) is updated by each micro-batch in turn.
             a = config.accum_steps
             micro = jax.tree.map(lambda x: jnp.moveaxis(x.reshape(x.shape[0] // a, a, *x.shape[1:]), 1, 0), batch)
 
             def accumulate(carry, xs):
-                grads, loss_sum, count = carry
+                grads, model_state, loss_sum, count = carry
                 mb, i = xs
                 key = jax.random.fold_in(dropout_rng, i)
-                (mb_loss, mb_count), mb_grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], mb, key)
-                return (jax.tree.map(jnp.add, grads, mb_grads), loss_sum + mb_loss, count + mb_count), None
+                (mb_loss, (mb_count, model_state)), mb_grads = grad_fn(state["params"], model_state, mb, key)
+                return (jax.tree.map(jnp.add, grads, mb_grads), model_state, loss_sum + mb_loss, count + mb_count), None
 
             zeros = jax.tree.map(jnp.zeros_like, state["params"])
-            (grads, loss_sum, count), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), (micro, jnp.arange(a)))
+            carry = (zeros, model_state, 0.0, 0.0)
+            (grads, model_state, loss_sum, count), _ = jax.lax.scan(accumulate, carry, (micro, jnp.arange(a)))
         count = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / count, grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        if state_collections:
+            new_state["model_state"] = model_state
         if use_ema:
             new_state["ema_params"] = ema_update(state["ema_params"], params, config.ema_decay)
+            if state_collections:
+                new_state["ema_model_state"] = ema_update(state["ema_model_state"], model_state, config.ema_decay)
         metrics = {
             "loss": loss_sum / count,
             "grad_norm": optax.tree.norm(grads),
@@ -220,18 +252,19 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         }
         return new_state, metrics
 
-    def eval_step(params, batch):
+    def eval_step(variables, batch):
         traces["eval_step"] += 1
-        return {"metrics": task.metrics(forward(params, batch, False), batch), "num_examples": jnp.sum(batch["mask"])}
+        outputs, _ = forward(variables, batch, False)
+        return {"metrics": task.metrics(outputs, batch), "num_examples": jnp.sum(batch["mask"])}
 
     train_step = jax.jit(train_step, donate_argnums=0, out_shardings=(state_shardings, replicated))
     eval_step = jax.jit(eval_step, out_shardings=replicated)
 
-    def evaluate(params, split: str) -> dict[str, float]:
+    def evaluate(variables, split: str) -> dict[str, float]:
         batches = evals[split]
         sums = None
         for batch in iterate(batches, num_threads=config.data.num_threads, prefetch=config.data.prefetch):
-            out = eval_step(params, sharding.to_global(batch, batch_sharding))
+            out = eval_step(variables, sharding.to_global(batch, batch_sharding))
             sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
         return _host_metrics(sums)
 
@@ -330,7 +363,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         flush_train_metrics(step)  # also checks the loss before anything is saved
         ckpt_metrics = None
         if do_eval:
-            val = evaluate(state["ema_params" if use_ema else "params"], "val")
+            val = evaluate(eval_variables(state), "val")
             writer.write_scalars(step, val, prefix="val")
             if progress is not None:
                 progress.write(f"step {step}: val " + " ".join(f"{k} {v:.4g}" for k, v in val.items()))
@@ -365,7 +398,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         if stopper.best_step != step:
             state = manager.restore(target, step=stopper.best_step).state
         final_step = stopper.best_step
-    eval_params = state["ema_params" if use_ema else "params"]
+    final_variables = eval_variables(state)
     results: dict[str, Any] = {
         "model": entry.name,
         "dataset": config.data.dataset,
@@ -377,18 +410,23 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         "examples_per_s": train_examples / train_time if train_time > 0 else None,
     }
     if "val" in evals:
-        results["val_metrics"] = evaluate(eval_params, "val")
+        results["val_metrics"] = evaluate(final_variables, "val")
     if "test" in evals:
-        results["test_metrics"] = evaluate(eval_params, "test")
+        results["test_metrics"] = evaluate(final_variables, "test")
         writer.write_scalars(final_step, results["test_metrics"], prefix="test")
     results["traces"] = dict(traces)
-    results["params_digest"] = params_digest(eval_params)
+    results["params_digest"] = params_digest(final_variables["params"])
+    if state_collections:
+        results["variables_digest"] = params_digest(final_variables)
     results["process_index"] = jax.process_index()
     manager.close()
-    # The evaluated parameters as a preset directory: checkpoints.load_pretrained(workdir) rebuilds the model.
+    # The evaluated variables as a preset directory: checkpoints.load_pretrained(workdir) rebuilds the model.
     model_config = {"model_name": entry.name, "overrides": model_overrides}
-    checkpoints.save_params(
-        workdir / "model", jax.device_get(eval_params), config=model_config, metadata={"step": final_step, **results}
+    checkpoints.save_variables(
+        workdir / "model",
+        jax.device_get(final_variables),
+        config=model_config,
+        metadata={"step": final_step, **results},
     )
     writer.close()
     if is_main:

@@ -1,7 +1,11 @@
 """Foreign checkpoints (official releases, timm, ...) to our variables: one pure function per (family, source),
-then the strict merge of `checkpoints.tree.merge_params`.
+then the strict merge of `checkpoints.tree.merge_params` over every variable collection.
 
     variables = checkpoints.convert("mixer_s16_224", timm_model.state_dict(), source="timm")
+    variables = checkpoints.convert("affnet_et", torch_state_dict)   # {"params": ..., "batch_stats": ...}
+
+A converter returns full variables: `{"params": tree}` plus any state collection the model declares (BatchNorm
+running statistics as `{"batch_stats": {..., "mean", "var"}}`; PyTorch's `num_batches_tracked` is dropped).
 """
 
 from collections.abc import Callable, Mapping
@@ -17,7 +21,8 @@ _CONVERTERS: dict[tuple[str, str], tuple[Converter, Callable[[Mapping[str, np.nd
 
 
 def register_converter(family: str, source: str, *, infer_config: Callable | None = None):
-    """Registers `fn(flat_state_dict) -> params tree` for a model family and a source format.
+    """Registers `fn(flat_state_dict) -> variables` (`{"params": ..., "batch_stats": ...}`) for a model family and
+    a source format.
 
     `infer_config(flat_state_dict) -> dict` may read constructor fields (e.g. `num_classes`) off the file.
     """
@@ -46,10 +51,12 @@ def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def convert(name: str, state_dict: Mapping[str, Any], source: str = "official", **overrides: Any) -> dict[str, Any]:
-    """Our variables (`{"params": ...}`) for model `name` from a foreign state dict.
+    """Our variables (`{"params": ...}` plus any state collection such as `batch_stats`) for model `name` from a
+    foreign state dict.
 
     Constructor fields the file determines (e.g. `num_classes` from the head) are read from it unless given in
-    `overrides`; the result is checked strictly against `zoo.create_model(name, **overrides)`.
+    `overrides`; the result is checked strictly, collection by collection, against the variables of
+    `zoo.create_model(name, **overrides)`.
     """
     entry = zoo.get_entry(name)
     if (entry.family, source) not in _CONVERTERS:
@@ -59,9 +66,11 @@ def convert(name: str, state_dict: Mapping[str, Any], source: str = "official", 
     flat = to_numpy(state_dict)
     fields = {**(infer_config(flat) if infer_config else {}), **overrides}
     model = zoo.create_model(entry.name, **fields)
-    reference = zoo.abstract_variables(model)["params"]
-    params = merge_params(fn(flat), reference, what=f"{source} checkpoint for {entry.name}")
-    return {"params": params}
+    reference = zoo.abstract_variables(model)
+    variables = fn(flat)
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise TypeError(f"the {source} converter of {entry.family} must return variables {{'params': ...}}")
+    return merge_params(variables, reference, what=f"{source} checkpoint for {entry.name}")
 
 
 # Converters register on import.

@@ -35,7 +35,7 @@ def from_official(flat: Mapping[str, np.ndarray]) -> dict:
             key = f"{match[1]}/{match[2]}_mixing/{_LEGACY_DENSE[match[3]]}"
             value = np.squeeze(value)
         out[key] = value
-    return unflatten(out)
+    return {"params": unflatten(out)}
 
 
 _TIMM_RULES = [
@@ -75,4 +75,4 @@ def from_timm(flat: Mapping[str, np.ndarray]) -> dict:
     for key, value in flat.items():
         new_key, fn = _rename(key, _TIMM_RULES)
         out[new_key] = fn(value) if fn is not None else value
-    return unflatten(out)
+    return {"params": unflatten(out)}

@@ -79,4 +79,4 @@ def from_official(flat: Mapping[str, np.ndarray]) -> dict:
                 key, value = match.expand(target), (fn(value) if fn is not None else value)
                 break
         out[key] = value  # an unknown key stays as is: the strict merge reports it as unexpected
-    return unflatten(out)
+    return {"params": unflatten(out)}

@@ -68,3 +68,44 @@ def layer_norm(epsilon: float, *, dtype: Any = None, param_dtype: Any = jnp.floa
     `epsilon`: 1e-6 for the official JAX Mixer, MS-MLP and AFNO; 1e-5 (PyTorch default) for SOFTS, NiNformer, AFF.
     """
     return LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over all but the last axis (`[batch, height, width, channels]`), with PyTorch's semantics: the one
+    BatchNorm of the zoo, so every BatchNorm model converts from PyTorch with identical running statistics.
+
+    Training: normalise with the batch mean and biased variance (two-pass, float32) and update the running
+    statistics as `momentum * running + (1 - momentum) * batch`, the variance with the unbiased batch variance
+    (n / (n - 1), as torch). Evaluation: normalise with the running statistics. Parameters `scale`, `bias`; state
+    `batch_stats/mean`, `batch_stats/var` (float32). The batch mean is a plain mean, so under jit with a batch
+    sharded over devices it is the global batch's.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    unbiased_running_var: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x32, axis=axes)
+            var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+            if not self.is_initializing():
+                n = x.size // features
+                batch_var = var * (n / max(n - 1, 1)) if self.unbiased_running_var else var
+                m = self.momentum
+                running_mean.value = m * running_mean.value + (1.0 - m) * mean
+                running_var.value = m * running_var.value + (1.0 - m) * batch_var
+        else:
+            mean, var = running_mean.value, running_var.value
+        y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
+        return y.astype(self.dtype or x.dtype)
