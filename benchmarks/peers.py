@@ -4,9 +4,10 @@
     python -m benchmarks.peers --models softs:32 --json runs/peers_softs.json
     python -m benchmarks.peers --models softs:32 --set enc_in=321 --set pred_len=720
 
-Peers: timm's `mixer_*` models for our MLP-Mixer (our side with exact GELU, as timm), and for SOFTS the official
-architecture written plainly in PyTorch below (`TorchSOFTS`, module names of the official code, so its state dict
-converts to ours with `checkpoints.convert("softs", ...)` and the two agree in evaluation mode).
+Peers: timm's `mixer_*` models for our MLP-Mixer (our side with exact GELU, as timm); for SOFTS, AFNO and AFFNet
+the official architecture written plainly in PyTorch (`TorchSOFTS` below, `benchmarks/torch_afno.py`,
+`benchmarks/torch_affnet.py`: module names of the official code, so their state dicts convert to ours with
+`checkpoints.convert(name, ...)`, and the two agree in evaluation mode, tested).
 
 Both sides get the same batch (our images NHWC, theirs the same values NCHW), the same input size and the same
 number of threads (`torch.set_num_threads(os.cpu_count())`; JAX's CPU backend uses every core). When JAX runs on a
@@ -35,6 +36,8 @@ from torch import nn
 
 import zoo
 from benchmarks import step as bench_step
+from benchmarks.torch_affnet import affnet_peer
+from benchmarks.torch_afno import afno_peer
 from zoo.contract import as_hw
 
 # ----------------------------------------------------------------------------------------------- SOFTS in PyTorch
@@ -166,6 +169,8 @@ def softs_peer(name: str, model: Any) -> nn.Module:
 PEERS = {
     "mlp_mixer": (timm_peer, {"approximate_gelu": False}, "timm {timm} (PyTorch {torch} eager)"),
     "softs": (softs_peer, {}, "TorchSOFTS in benchmarks/peers.py (PyTorch {torch} eager)"),
+    "afno": (afno_peer, {}, "TorchAFNONet in benchmarks/torch_afno.py (PyTorch {torch} eager)"),
+    "affnet": (affnet_peer, {}, "TorchAFFNet in benchmarks/torch_affnet.py (PyTorch {torch} eager)"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Registry-driven harness: every registered model, at a tiny size, honours the model contract."""
+"""Registry-driven harness: every registered model, at a tiny size, honours the model contract, including models
+with state (BatchNorm's `batch_stats`): init creates it, training-mode calls update it, evaluation reads it."""
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,10 @@ TINY = {
         img_size=2 * cfg["patch_size"], hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=24, num_blocks=2
     ),
     "softs": lambda cfg: dict(seq_len=16, pred_len=8, enc_in=3, d_model=16, d_core=8, d_ff=24, e_layers=2),
+    "afno": lambda cfg: dict(img_size=4 * cfg["patch_size"], embed_dim=16, depth=2, num_blocks=2),
+    "affnet": lambda cfg: dict(
+        img_size=8, stem_channels=8, stem_stride=2, mv2_stages=((8, 1, 1, 2),), aff_stages=((16, 1, 2, 2),)
+    ),
 }
 
 # Exact parameter counts with the default (1000-class) head, computed with jax.eval_shape (no compute).
@@ -30,6 +35,16 @@ EXPECTED_PARAMS = {
     "mixer_ti2_8": 137_064,
     # SOFTS: the official run.py defaults (see test_softs_counts_follow_the_layer_arithmetic).
     "softs": 6_927_968,
+    # AFNONet: the official classification code's model instantiated (README command / script default), see
+    # tests/test_afno.py for the arithmetic.
+    "afnonet_d256_224": 8_190_696,
+    "afnonet_d384_224": 22_902_376,
+    "afnonet_ti2_8": 351_784,
+    # AFFNet: the official models' counts (README 1.4M / 2.6M / 5.5M; see tests/test_affnet.py for the arithmetic).
+    "affnet_et": 1_436_264,
+    "affnet_t": 2_654_232,
+    "affnet": 5_568_696,
+    "affnet_tiny_8": 263_032,
 }
 
 NAMES = zoo.list_models()
@@ -53,6 +68,19 @@ def perturbed_variables(model, inputs):
     keys = jax.random.split(jax.random.key(1), len(leaves))
     leaves = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
     return jax.tree.unflatten(treedef, leaves)
+
+
+def state_collections(variables):
+    """The model-state collections of a variables tree (everything but `params`)."""
+    return sorted(k for k in variables if k != "params")
+
+
+def train_apply(model, variables, inputs, rng):
+    """A training-mode call: `(outputs, updated state)`, state collections mutable as the trainer passes them."""
+    out, state = model.apply(
+        variables, **inputs, train=True, rngs={"dropout": rng}, mutable=state_collections(variables)
+    )
+    return out, dict(state)
 
 
 def expected_output_shape(name, model):
@@ -86,7 +114,7 @@ def test_every_parameter_receives_a_gradient(name):
     variables = perturbed_variables(model, inputs)
 
     def loss(params):
-        out = model.apply({**variables, "params": params}, **inputs, train=True, rngs={"dropout": jax.random.key(2)})
+        out, _ = train_apply(model, {**variables, "params": params}, inputs, jax.random.key(2))
         return jnp.mean(jnp.sin(3.0 * out) + out**2)
 
     grads = jax.jit(jax.grad(loss))(variables["params"])
@@ -94,6 +122,32 @@ def test_every_parameter_receives_a_gradient(name):
     dead = [jax.tree_util.keystr(path) for path, g in flat if not np.any(np.asarray(g) != 0)]
     assert not dead, f"parameters without gradient: {dead}"
     assert all(np.isfinite(np.asarray(g)).all() for _, g in flat)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_state_is_updated_in_training_and_read_in_evaluation(name):
+    """Every state collection a model declares: a training call returns all of it (same tree, changed values),
+    evaluation neither changes it nor depends on the rest of the batch, and evaluation reads it."""
+    model = tiny_model(name)
+    inputs = random_inputs(model)
+    variables = model.init(jax.random.key(0), **inputs)
+    collections = state_collections(variables)
+    abstract = zoo.abstract_variables(model)
+    assert state_collections(abstract) == collections
+    out, state = train_apply(model, variables, inputs, jax.random.key(1))
+    assert out.shape == expected_output_shape(name, model)
+    assert sorted(state) == collections
+    for c in collections:
+        assert jax.tree.structure(state[c]) == jax.tree.structure(variables[c])
+        changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state[c]), jax.tree.leaves(variables[c]))]
+        assert all(changed), f"{c}: a training call left some of the state unchanged"
+    # Evaluation: per-example outputs (each example alone equals it inside the batch), read from the state.
+    eval_out = model.apply(variables, **inputs, train=False)
+    first = model.apply(variables, **{k: v[:1] for k, v in inputs.items()}, train=False)
+    np.testing.assert_allclose(np.asarray(first), np.asarray(eval_out[:1]), rtol=1e-5, atol=1e-5)
+    if collections:
+        updated = model.apply({**variables, **state}, **inputs, train=False)
+        assert not np.allclose(np.asarray(updated), np.asarray(eval_out)), "evaluation ignores the model state"
 
 
 @pytest.mark.parametrize("name", zoo.list_models(task="classification"))
@@ -110,7 +164,8 @@ def test_num_classes_override_and_pooled_features(name):
     # The features are what the head sees: logits = features @ kernel + bias.
     head = variables["params"]["head"]
     trunk = {k: v for k, v in variables["params"].items() if k != "head"}
-    logits = features_model.apply({"params": trunk}, **inputs) @ head["kernel"] + head["bias"]
+    trunk_variables = {**variables, "params": trunk}
+    logits = features_model.apply(trunk_variables, **inputs) @ head["kernel"] + head["bias"]
     np.testing.assert_allclose(np.asarray(logits), np.asarray(model.apply(variables, **inputs)), atol=1e-5)
 
 
