@@ -1,4 +1,8 @@
-"""Test-suite setup: CPU only, a persistent compile cache shared with subprocesses, the shared data directory."""
+"""Test-suite setup: CPU only, a persistent compile cache shared with subprocesses.
+
+Forecasting data comes from `$MIXER_ZOO_DATA` when it is set (CI sets it), else from the library's own default
+(`~/.cache/mixer_zoo`, downloaded there when missing): the tests assume no folder beside the checkout.
+"""
 
 import os
 from pathlib import Path
@@ -10,5 +14,3 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Subprocesses started by tests (multi-device, multi-process, kill-and-resume) inherit these.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-# One configurable data directory; CI and developers point it at ../shared/data.
-os.environ.setdefault("MIXER_ZOO_DATA", str(REPO.parent / "shared" / "data"))

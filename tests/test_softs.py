@@ -370,8 +370,6 @@ def test_input_errors_are_clear(tiny):
         model.apply(variables, np.concatenate([x, x[..., :1]], axis=-1), x_mark)
     with pytest.raises(ValueError, match=r"expects x of shape \[batch, 12, 3\], got \(2, 3, 12\)"):
         model.apply(variables, x.transpose(0, 2, 1), x_mark)
-    with pytest.raises(ValueError, match=r"expects x_mark of shape \[batch, 12, 4\].*got None.*num_time_features=0"):
-        model.apply(variables, x)
     with pytest.raises(ValueError, match=r"expects x_mark of shape \[batch, 12, 4\], got \(2, 12, 5\)"):
         model.apply(variables, x, np.zeros((2, 12, 5), np.float32))
     with pytest.raises(ValueError, match=r"same batch size"):
@@ -383,3 +381,23 @@ def test_input_errors_are_clear(tiny):
         no_marks.apply(variables, x, x_mark)
     with pytest.raises(ValueError, match=r"d_core must be >= 1"):
         zoo.create_model("softs", d_core=0)
+
+
+def test_time_features_are_optional_for_a_model_built_with_them(tiny):
+    """x_mark=None on a num_time_features=4 model: only the series tokens (official `x_mark is None` path), i.e.
+    the same weights built with num_time_features=0, and the NumPy reference without marks."""
+    model, variables, x, x_mark = tiny
+    assert model.num_time_features == F > 0
+    without = np.asarray(model.apply(variables, x))
+    no_marks = zoo.create_model("softs", **TINY, num_time_features=0)
+    np.testing.assert_array_equal(without, np.asarray(no_marks.apply(variables, x)))
+    np.testing.assert_allclose(without, jax.jit(lambda v, x: model.apply(v, x))(variables, x), rtol=1e-5, atol=1e-5)
+    assert without.shape == (2, TINY["pred_len"], TINY["enc_in"]) and np.isfinite(without).all()
+    # The time-feature tokens do take part when given: dropping them changes the forecast.
+    assert np.abs(without - np.asarray(model.apply(variables, x, x_mark))).max() > 1e-3
+    sd = official_state_dict(**SIZES, seed=1)
+    converted = checkpoints.convert("softs", sd, enc_in=TINY["enc_in"], num_time_features=F)
+    expected = np_softs_eval(sd, x, None, True, TINY["e_layers"])
+    np.testing.assert_allclose(np.asarray(model.apply(converted, x)), expected, rtol=0, atol=1e-4)
+    out = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+    assert out.shape == without.shape

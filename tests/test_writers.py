@@ -200,3 +200,24 @@ def test_progress_terminal_mode(loss):
     text = out.getvalue()
     assert "50/50" in text and "a message" in text and "ex/s" in text
     assert "step 50/50 loss" not in text  # no plain lines on a terminal
+
+
+def test_progress_omits_the_rate_until_there_is_one():
+    # The trainer has no rate before its first timed step: no "nan ex/s", in plain lines or on the bar.
+    out = io.StringIO()
+    p = writers.Progress(3, stream=out, log_every=1, clock=lambda: 0.0)
+    p.update(1, loss=1.0, examples_per_s=None, epoch=0.5)
+    p.update(2, loss=1.0, examples_per_s=float("nan"))
+    p.update(3, loss=1.0, examples_per_s=250.0)
+    assert out.getvalue().splitlines() == [
+        "step 1/3 loss 1.0000 eta ? epoch 0.5",
+        "step 2/3 loss 1.0000 eta ?",
+        "step 3/3 loss 1.0000 250 ex/s eta ?",
+    ]
+    bar_out = io.StringIO()
+    bar = writers.Progress(2, stream=bar_out, is_terminal=True)
+    bar.update(1, loss=0.5, examples_per_s=None)
+    assert "ex/s" not in bar._bar.postfix and "nan" not in bar._bar.postfix
+    bar.update(2, loss=0.5, examples_per_s=42.0)
+    assert "ex/s=42" in bar._bar.postfix
+    bar.close()

@@ -1,7 +1,10 @@
 """`python -m train [--config=FILE[:ARG]] [--workdir=DIR] [--config.key=value ...]`.
 
 With no --config, trains the embedded default (a tiny MLP-Mixer on scikit-learn's digits, CPU, about a minute)
-and prints its test accuracy.
+and prints its test accuracy. FILE is a config file; when no such file exists, a config shipped with the package
+is found by its name: `--config=softs:ETTh1`, `--config=softs.py:ETTh1` and `--config=train/configs/softs.py:ETTh1`
+all work from an installed wheel, outside the checkout. A training length on the command line
+(`--config.total_steps=N` or `--config.total_epochs=E`) replaces the file's (the other is cleared).
 """
 
 import json
@@ -30,11 +33,15 @@ def main(argv):
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("~/.cache/mixer_zoo/jax_cache").expanduser()))
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every save at INFO
     logging.getLogger("train").setLevel(logging.INFO)
+    from train import config as config_lib
     from train.trainer import train_and_evaluate  # after flags: jax must not start before the environment is set
 
-    config = flags.FLAGS.config
-    workdir = flags.FLAGS.workdir or _default_workdir(flags.FLAGS["config"].config_filename or _DEFAULT)
+    config_flag = flags.FLAGS["config"]
+    workdir = flags.FLAGS.workdir or _default_workdir(config_flag.config_filename or _DEFAULT)
     try:
+        # A length given on the command line (--config.total_steps or --config.total_epochs) wins over the file's.
+        overridden = config_flags.get_override_values(config_flag)
+        config = config_lib.prefer_command_line_length(config_flag.value, overridden)
         results = train_and_evaluate(config, workdir)
     except (ValueError, TypeError, OSError, FloatingPointError) as e:
         if os.environ.get("MIXER_ZOO_TRACEBACK"):
@@ -50,7 +57,24 @@ def main(argv):
         print(f"test accuracy: {100 * results['test_metrics']['accuracy']:.2f}%")
 
 
+def _find_config_in_argv(argv: list[str]) -> list[str]:
+    """argv with the value of --config (`--config=X` or `--config X`) passed through `find_config_file`."""
+    from train.config import find_config_file
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        for prefix in ("--config=", "-config="):
+            if arg.startswith(prefix):
+                out[i] = prefix + find_config_file(arg.removeprefix(prefix))
+        if arg in ("--config", "-config") and i + 1 < len(out):
+            out[i + 1] = find_config_file(out[i + 1])
+    return out
+
+
 def run():
+    sys.argv = _find_config_in_argv(sys.argv)
     app.run(main)
 
 

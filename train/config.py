@@ -4,13 +4,28 @@ Config files in `train/configs/` start from `base_config()` and change what they
 the schema does not know (naming the closest ones), so a typo never silently trains the wrong thing.
 """
 
+import copy
 import difflib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
 
 import ml_collections
 
 from train.optim import default_optim_config
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"  # the config files shipped with the package
+LENGTH_FIELDS = ("total_steps", "total_epochs")  # the training length: exactly one of them is > 0
+
+# Dotted fields that mean nothing for a task (left out of its recorded hyper-parameters, see `hparams`).
+_IMAGE_AUGMENTATION = ("augment", "flip", "rrc_scale", "crop_padding", "randaugment_ops", "randaugment_magnitude")
+_SERIES_DATA = ("features", "target", "freq", "timeenc", "scale")
+_CLASSIFICATION_LOSS = ("label_smoothing", "mixup_alpha", "cutmix_alpha", "mix_prob", "switch_prob")
+NOT_APPLICABLE = {
+    "classification": (*(f"data.{k}" for k in _SERIES_DATA), "task.metrics_original_scale"),
+    "forecasting": (*(f"data.{k}" for k in _IMAGE_AUGMENTATION), *(f"task.{k}" for k in _CLASSIFICATION_LOSS)),
+}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -139,3 +154,52 @@ def validate(config) -> ml_collections.ConfigDict:
     if c.early_stopping.metric and not c.data.val_split:
         raise ValueError(f"early_stopping.metric={c.early_stopping.metric!r} needs a validation split (data.val_split)")
     return c
+
+
+def prefer_command_line_length(config, overridden: Iterable[str]) -> ml_collections.ConfigDict:
+    """Lets a training length given on the command line replace the config file's.
+
+    `overridden` are the dotted fields set on the command line (ml_collections' `override_values`). When it sets
+    one of total_steps / total_epochs to a positive value and not the other, the other is cleared (0), so
+    `--config.total_steps=400` works on a config file that gives epochs, and config.json records the length used.
+    Setting both on the command line changes nothing here (`validate` then names the conflict). Edits `config` in
+    place and returns it.
+    """
+    given = [f for f in LENGTH_FIELDS if f in set(overridden) and config[f] > 0]
+    if len(given) == 1:
+        (field,) = given
+        (other,) = (f for f in LENGTH_FIELDS if f != field)
+        if config[other] > 0:
+            message = "%s=%s from the command line replaces the config file's %s=%s"
+            logging.getLogger(__name__).info(message, field, config[field], other, config[other])
+            config[other] = type(config[other])(0)
+    return config
+
+
+def hparams(config) -> dict:
+    """`config.to_dict()` without the fields that do not apply to its task: a forecasting run records no image
+    augmentation or classification-loss settings (mixup, cutmix, label smoothing), a classification run no
+    forecasting data fields (features, target, freq, timeenc, scale) or `task.metrics_original_scale`.
+    Tasks other than these two keep every field."""
+    out = config.to_dict() if hasattr(config, "to_dict") else copy.deepcopy(dict(config))
+    for dotted in NOT_APPLICABLE.get(out.get("task", {}).get("name"), ()):
+        group, field = dotted.split(".")
+        out.get(group, {}).pop(field, None)
+    return out
+
+
+def find_config_file(spec: str) -> str:
+    """A `--config` value `PATH[:ARG]` with PATH found: unchanged when PATH exists (relative to the working
+    directory, or absolute); else, when PATH is `NAME`, `NAME.py` or `.../train/configs/NAME.py` and NAME is a config
+    shipped in the package (`train/configs/`), that file's installed path. So `--config=softs:quicktest` and the
+    README's `--config=train/configs/softs.py:quicktest` work from an installed wheel outside the checkout."""
+    path, colon, arg = spec.partition(":")
+    given = Path(path)
+    if not path or given.exists():
+        return spec
+    if len(given.parts) == 1 or given.parts[-3:-1] == ("train", "configs"):
+        name = given.name if given.suffix == ".py" else f"{given.name}.py"
+        packaged = CONFIGS_DIR / name
+        if packaged.is_file() and name not in ("__init__.py", "common.py"):
+            return f"{packaged}{colon}{arg}"
+    return spec

@@ -300,7 +300,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     # ---------------------------------------------------------------- Train.
     writer = create_writer(workdir, enabled=is_main)
     if start_step == 0:
-        writer.write_hparams(config.to_dict())
+        writer.write_hparams(config_lib.hparams(config))
     progress = Progress(total_steps, initial_step=start_step, log_every=config.log_every_steps) if is_main else None
     train_iter = iterate(
         train_batches, num_threads=config.data.num_threads, prefetch=config.data.prefetch, state=data_state
@@ -337,7 +337,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         writer.write_scalars(step, scalars, prefix="train")
         if progress is not None:
             progress.update(
-                step, loss=scalars["loss"], examples_per_s=rate or float("nan"), epoch=step / steps_per_epoch
+                step, loss=scalars["loss"], examples_per_s=rate, epoch=step / steps_per_epoch
             )
         last_good_step = step
         pending = []

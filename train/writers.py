@@ -195,7 +195,8 @@ class Progress:
     """Training progress: a tqdm bar on a terminal, else one plain line every `log_every` steps.
 
     A plain line reads `step 120/2000 loss 0.4312 1534 ex/s eta 0:01:02 [name value ...]`. The ETA comes from the
-    mean time per step since construction (`?` until a step has been timed).
+    mean time per step since construction (`?` until a step has been timed). The rate is left out while there is
+    none (`examples_per_s` None or NaN, e.g. before the first timed step): no `nan ex/s`.
     """
 
     def __init__(self, total_steps: int, initial_step: int = 0, stream=None, is_terminal: bool | None = None,
@@ -218,18 +219,21 @@ class Progress:
             return math.inf
         return (self.total - self.step) * elapsed / done
 
-    def update(self, step: int, *, loss: float, examples_per_s: float, **extra) -> None:
-        """Reports that `step` steps are done."""
+    def update(self, step: int, *, loss: float, examples_per_s: float | None = None, **extra) -> None:
+        """Reports that `step` steps are done; `examples_per_s` None (or NaN) means no rate yet."""
         prev, self.step = self.step, int(step)
-        loss, rate = _to_float(loss), _to_float(examples_per_s)
+        loss = _to_float(loss)
+        rate = None if examples_per_s is None else _to_float(examples_per_s)
+        rate = None if rate is None or math.isnan(rate) else rate
         if self._bar is not None:
-            self._bar.set_postfix({"loss": f"{loss:.4f}", "ex/s": f"{rate:.0f}", **{k: _fmt(v) for k, v in
-                                   extra.items()}}, refresh=False)
+            postfix = {"loss": f"{loss:.4f}", **({} if rate is None else {"ex/s": f"{rate:.0f}"})}
+            self._bar.set_postfix({**postfix, **{k: _fmt(v) for k, v in extra.items()}}, refresh=False)
             self._bar.update(self.step - prev)
         elif self.step % self.log_every == 0 or self.step == self.total:
-            line = (f"step {self.step}/{self.total} loss {loss:.4f} {rate:.0f} ex/s "
-                    f"eta {_fmt_eta(self.eta_seconds())}")
-            self.write(" ".join([line, *(f"{k} {_fmt(v)}" for k, v in extra.items())]))
+            words = [f"step {self.step}/{self.total}", f"loss {loss:.4f}"]
+            words += [] if rate is None else [f"{rate:.0f} ex/s"]
+            words += [f"eta {_fmt_eta(self.eta_seconds())}", *(f"{k} {_fmt(v)}" for k, v in extra.items())]
+            self.write(" ".join(words))
 
     def write(self, msg: str) -> None:
         """A message that does not break the bar."""

@@ -9,6 +9,9 @@ Official PyTorch code: https://github.com/Secilia-Cxy/SOFTS (`models/SOFTS.py`, 
 2. Series embedding (iTransformer's inverted embedding): one shared Linear(seq_len -> d_model) maps each series'
    whole lookback to one token; the `num_time_features` time-feature series of the lookback (`x_mark`, never
    normalised) join as extra tokens, so the encoder sees `enc_in + num_time_features` tokens; then dropout.
+   `x_mark` is optional, as in the official `DataEmbedding_inverted` (`if x_mark is None`): without it the
+   time-feature tokens are absent and the encoder sees only the `enc_in` series tokens. The parameters do not
+   depend on the number of tokens, so this equals the same weights built with `num_time_features=0`.
 3. `e_layers` post-norm encoder layers, STAR in place of attention (see `zoo.layers.star`):
    x <- LayerNorm(x + Dropout(STAR(x))), x <- LayerNorm(x + Dropout(conv2(Dropout(GELU(conv1(x)))))).
    The feed-forward's kernel-size-1 Conv1d layers are Dense layers here. There is no final LayerNorm.
@@ -106,7 +109,9 @@ class SOFTS(nn.Module):
     forecast `[batch, pred_len, enc_in]` (float32).
 
     `num_time_features` is the number F of time-feature series in `x_mark` (4 = timeF features with freq 'h', the
-    official default; 0 = no time-feature tokens, as in the official PEMS and Solar runs). `train=True` enables
+    official default; 0 = no time-feature tokens, as in the official PEMS and Solar runs). `x_mark` is optional
+    even when F > 0: called without it the model uses only the series tokens (the official code's `x_mark=None`
+    path), exactly as the same weights built with `num_time_features=0`. `train=True` enables
     dropout and stochastic pooling, both drawn from the `dropout` PRNG stream. The defaults are the official
     run.py defaults.
     """
@@ -142,21 +147,17 @@ class SOFTS(nn.Module):
         model = type(self).__name__
         check_series(model, "x", x, (self.seq_len, self.enc_in))
         features = self.num_time_features
-        if features and x_mark is None:
-            raise ValueError(
-                f"{model} expects x_mark of shape [batch, {self.seq_len}, {features}] (num_time_features="
-                f"{features}), got None; create the model with num_time_features=0 to forecast without time features"
-            )
-        if not features and x_mark is not None:
+        if x_mark is None:
+            return  # no time-feature tokens (allowed whatever num_time_features is)
+        if not features:
             raise ValueError(
                 f"{model} expects no x_mark (num_time_features=0), got shape {tuple(getattr(x_mark, 'shape', ()))}; "
                 "create the model with num_time_features=F to add F time-feature tokens"
             )
-        if features:
-            check_series(model, "x_mark", x_mark, (self.seq_len, features))
-            if x_mark.shape[0] != x.shape[0]:
-                shapes = f"{tuple(x.shape)} and {tuple(x_mark.shape)}"
-                raise ValueError(f"{model} expects x and x_mark of the same batch size, got {shapes}")
+        check_series(model, "x_mark", x_mark, (self.seq_len, features))
+        if x_mark.shape[0] != x.shape[0]:
+            shapes = f"{tuple(x.shape)} and {tuple(x_mark.shape)}"
+            raise ValueError(f"{model} expects x and x_mark of the same batch size, got {shapes}")
 
     @nn.compact
     def __call__(self, x: jax.Array, x_mark: jax.Array | None = None, *, train: bool = False) -> jax.Array:
