@@ -390,3 +390,32 @@ def test_tiny_model_learns_digits(tmp_path):
     results = read_results(tmp_path)
     assert results["test_metrics"]["accuracy"] >= 0.80
     assert results["test_metrics"]["num_examples"] == 360
+
+
+def test_load_pretrained_keeps_running_statistics_through_a_new_head(tmp_path):
+    """An official-layout `.pth` through `load_pretrained`: every collection arrives; a new head re-initialises only
+    `params/head`, the trunk's parameters and running statistics are the file's."""
+    model = zoo.create_model("affnet_tiny_8", **PARITY)
+    torch_model = affnet_peer("affnet_tiny_8", model)
+    randomise(torch_model)
+    torch.save({"model": torch_model.state_dict()}, tmp_path / "affnet.pth")
+    fields = {k: v for k, v in PARITY.items() if k != "num_classes"}
+    loaded_model, variables = checkpoints.load_pretrained("affnet_tiny_8", str(tmp_path / "affnet.pth"), **fields)
+    assert loaded_model.num_classes == PARITY["num_classes"]
+    x = np.random.default_rng(2).standard_normal((2, 3, 12, 10)).astype(np.float32)
+    torch_model.eval()
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(x)).numpy()
+    ours = loaded_model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-4, atol=1e-4)
+
+    new_model, new_variables = checkpoints.load_pretrained(
+        "affnet_tiny_8", str(tmp_path / "affnet.pth"), num_classes=3, **fields
+    )
+    assert new_model.num_classes == 3 and new_variables["params"]["head"]["kernel"].shape[-1] == 3
+    old, new = checkpoints.flatten(variables), checkpoints.flatten(new_variables)
+    assert {k for k in old if not k.startswith("params/head/")} == {k for k in new if not k.startswith("params/head/")}
+    for key, value in old.items():
+        if not key.startswith("params/head/"):
+            np.testing.assert_array_equal(new[key], value, err_msg=key)
+    assert any(k.startswith("batch_stats/") for k in new)

@@ -1,13 +1,15 @@
-"""Shared layers whose derivatives are written out for speed (docs/benchmarks.md): the same numbers as the plain
-JAX/Flax forms they replace, in values, first and second derivatives and forward-mode JVPs."""
+"""Shared layers computed differently for speed (docs/benchmarks.md): the same numbers as the plain JAX/Flax or
+PyTorch forms they replace, in values, first and second derivatives and forward-mode JVPs."""
 
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import zoo
+from zoo.layers import Conv
 
 
 def test_gelu_values_are_jax_nn_gelu_and_derivatives_match_autodiff():
@@ -77,3 +79,51 @@ def test_mixer_backward_has_no_deep_fused_recomputation():
     entry = hlo[hlo.index("\nENTRY") :]
     operands = [m.group(1).count("%") for m in re.finditer(r"= \S+ fusion\(([^\n]*?)\), kind=k(?:Loop|Input)", entry)]
     assert operands and max(operands) < 30, max(operands)
+
+
+@pytest.mark.parametrize(
+    "features, kernel_size, strides, groups, shape",
+    [
+        (12, 3, 1, 12, (2, 7, 9, 12)),  # depthwise, odd and non-square
+        (12, 3, 2, 12, (2, 7, 8, 12)),  # depthwise, stride 2
+        (6, 5, 2, 6, (1, 9, 9, 6)),  # depthwise 5x5
+        (16, 1, 1, 1, (2, 5, 6, 8)),  # 1x1: a matrix product
+        (8, 3, 2, 1, (2, 8, 8, 3)),  # dense 3x3 stride 2 (a stem)
+        (8, 3, 1, 2, (1, 6, 6, 4)),  # grouped
+    ],
+)
+def test_conv_equals_pytorch_conv2d_with_its_gradients(features, kernel_size, strides, groups, shape):
+    """zoo.layers.Conv (shifted slices for depthwise, a dot for 1x1) against torch.nn.functional.conv2d."""
+    import torch
+
+    conv = Conv(features, kernel_size, strides=strides, groups=groups)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    variables = conv.init(jax.random.key(0), jnp.asarray(x))
+    kernel = np.asarray(variables["params"]["kernel"])
+    bias = rng.standard_normal(features).astype(np.float32)
+    variables = {"params": {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}}
+    cotangent = rng.standard_normal(conv.apply(variables, jnp.asarray(x)).shape).astype(np.float32)
+
+    def loss(v, inputs):
+        return jnp.sum(conv.apply(v, inputs) * cotangent)
+
+    ours = conv.apply(variables, jnp.asarray(x))
+    grads, grad_x = jax.grad(loss, argnums=(0, 1))(variables, jnp.asarray(x))
+
+    tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    tw = torch.tensor(kernel.transpose(3, 2, 0, 1), requires_grad=True)
+    tb = torch.tensor(bias, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=strides, padding=kernel_size // 2, groups=groups)
+    (ty * torch.from_numpy(cotangent.transpose(0, 3, 1, 2))).sum().backward()
+    np.testing.assert_allclose(np.asarray(ours), ty.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad_x), tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(grads["params"]["kernel"]), tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(np.asarray(grads["params"]["bias"]), tb.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_rejects_channels_not_divisible_into_groups():
+    with pytest.raises(ValueError, match="not divisible into 4 groups"):
+        Conv(8, 3, groups=4).init(jax.random.key(0), jnp.zeros((1, 4, 4, 6)))

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.contract import as_hw, check_images
-from zoo.layers import BatchNorm, ClassifierHead, DropPath, fourier
+from zoo.layers import BatchNorm, ClassifierHead, Conv, DropPath, fourier
 from zoo.registry import Paper, register_model
 
 ACTIVATIONS = {"swish": nn.silu, "silu": nn.silu, "relu": nn.relu}
@@ -114,13 +114,11 @@ class ConvNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        pad = self.kernel_size // 2
-        x = nn.Conv(
+        x = Conv(
             self.features,
-            (self.kernel_size, self.kernel_size),
+            self.kernel_size,
             strides=self.strides,
-            padding=((pad, pad), (pad, pad)),
-            feature_group_count=self.groups,
+            groups=self.groups,
             use_bias=False,
             kernel_init=conv_kernel_init,
             dtype=self.dtype,

@@ -1,5 +1,6 @@
 """Building blocks shared by the model families (each defined once, here)."""
 
+from zoo.layers.conv import Conv, depthwise_conv2d
 from zoo.layers.drop_path import DropPath
 from zoo.layers.fourier import SpectralFilter1D, SpectralFilter2D, softshrink
 from zoo.layers.head import ClassifierHead
@@ -14,12 +15,14 @@ __all__ = [
     "STAR",
     "BatchNorm",
     "ClassifierHead",
+    "Conv",
     "DropPath",
     "LayerScale",
     "MlpBlock",
     "PatchEmbed",
     "SpectralFilter1D",
     "SpectralFilter2D",
+    "depthwise_conv2d",
     "gelu",
     "layer_norm",
     "softmax_pool",
