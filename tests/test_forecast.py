@@ -58,3 +58,12 @@ def test_forecast_rejects_bad_arguments(softs_run, tmp_path):
         forecast_main(["--workdir", str(workdir), "--windows", "5000"])
     with pytest.raises(FileNotFoundError, match=r"config\.json not found"):
         forecast_main(["--workdir", str(tmp_path)])
+
+
+def test_forecasting_run_records_only_forecasting_hyper_parameters(softs_run):
+    workdir, _ = softs_run
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    (hparams,) = [row["hparams"] for row in rows if "hparams" in row]
+    assert hparams["model_name"] == "softs" and hparams["data.features"] == "M"
+    image_only = ("data.augment", "data.flip", "data.randaugment_ops", "task.mixup_alpha", "task.label_smoothing")
+    assert not [k for k in image_only if k in hparams]

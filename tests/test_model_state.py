@@ -5,6 +5,7 @@ import shutil
 
 import jax
 import numpy as np
+import pytest
 from trainer_utils import digits_config, read_metrics, run_train
 
 import checkpoints
@@ -60,36 +61,27 @@ def test_batch_statistics_are_those_of_the_global_batch_on_eight_devices(tmp_pat
     np.testing.assert_allclose(b[1], a[1], rtol=1e-5)
 
 
-def test_resume_restores_the_model_state_exactly(tmp_path):
-    """A run that lost its last checkpoint resumes from the one before and ends bit-identical, state included."""
-    config = stateful_config(total_steps=12, ema_decay=0.9, checkpoint__every_steps=4)
-    reference = train_and_evaluate(config, tmp_path / "reference")
-    workdir = tmp_path / "crashed"
-    train_and_evaluate(config, workdir)
-    shutil.rmtree(workdir / "checkpoints" / "12")  # as if killed after saving step 8
-    for name in ("model", "results.json"):
-        path = workdir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    resumed = train_and_evaluate(config, workdir)
-    assert resumed["variables_digest"] == reference["variables_digest"]
-    assert resumed["test_metrics"] == reference["test_metrics"]
+@pytest.fixture(scope="module")
+def epoch_run(tmp_path_factory):
+    """One epoch of digits at batch 64, EMA on, checkpoints every 8 steps: shared by the tests below."""
+    workdir = tmp_path_factory.mktemp("epoch")
+    config = stateful_config(total_steps=0, total_epochs=1.0, batch_size=64, ema_decay=0.9, checkpoint__every_steps=8)
+    return config, workdir, train_and_evaluate(config, workdir)
 
 
-def test_ema_averages_the_model_state(tmp_path):
-    """With decay 1 the average never moves: the exported statistics are BatchNorm's initial ones (mean 0, var 1)."""
-    frozen = train_and_evaluate(stateful_config(total_steps=3, ema_decay=1.0), tmp_path / "frozen")
-    variables, _, _ = checkpoints.load_variables(tmp_path / "frozen" / "model")
-    for key, value in checkpoints.flatten(variables["batch_stats"]).items():
-        np.testing.assert_array_equal(value, 0.0 if key.endswith("mean") else 1.0, err_msg=key)
-    live = train_and_evaluate(stateful_config(total_steps=3), tmp_path / "live")
-    assert live["variables_digest"] != frozen["variables_digest"]
+def test_padded_rows_never_enter_batch_statistics(epoch_run, tmp_path):
+    """1437 training images at batch 64: a stateful model trains on the 22 full batches of each epoch (the short
+    last batch, padded with masked copies of another example, would bias the statistics); a stateless one on 23."""
+    _, _, results = epoch_run
+    assert results["steps"] == 1437 // 64
+    plain = digits_config(total_steps=0, total_epochs=1.0, batch_size=64)
+    assert train_and_evaluate(plain, tmp_path / "plain")["steps"] == -(-1437 // 64)
 
 
-def test_exported_preset_reproduces_the_test_evaluation(tmp_path):
+def test_exported_preset_reproduces_the_test_evaluation(epoch_run):
     """`load_pretrained(workdir)` gives the model and every collection: its test accuracy is the run's."""
-    config = stateful_config(total_steps=8)
-    results = train_and_evaluate(config, tmp_path)
-    model, variables = checkpoints.load_pretrained(str(tmp_path))
+    config, workdir, results = epoch_run
+    model, variables = checkpoints.load_pretrained(str(workdir))
     assert set(variables) == {"params", "batch_stats"}
     inputs = build_inputs(config, zoo.get_entry(MODEL))
     correct = total = 0
@@ -103,10 +95,26 @@ def test_exported_preset_reproduces_the_test_evaluation(tmp_path):
     assert correct / total == results["test_metrics"]["accuracy"]
 
 
-def test_padded_rows_never_enter_batch_statistics(tmp_path):
-    """1437 training images at batch 64: a stateful model trains on the 22 full batches of each epoch (the short
-    last batch, padded with masked copies of another example, would bias the statistics); a stateless one on 23."""
-    stateful = train_and_evaluate(stateful_config(total_steps=0, total_epochs=1.0, batch_size=64), tmp_path / "bn")
-    assert stateful["steps"] == 1437 // 64
-    plain = digits_config(total_steps=0, total_epochs=1.0, batch_size=64)
-    assert train_and_evaluate(plain, tmp_path / "plain")["steps"] == -(-1437 // 64)
+def test_resume_restores_the_model_state_exactly(epoch_run):
+    """The run loses its last checkpoint (as if killed after saving step 16), resumes from step 16 and ends
+    bit-identical, model state and its average included. It rewrites the shared run's outputs with identical ones,
+    after the tests that read them."""
+    config, workdir, reference = epoch_run
+    shutil.rmtree(workdir / "checkpoints" / "22")
+    for name in ("model", "results.json"):
+        path = workdir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    resumed = train_and_evaluate(config, workdir)
+    assert resumed["variables_digest"] == reference["variables_digest"]
+    assert resumed["test_metrics"] == reference["test_metrics"]
+
+
+def test_ema_averages_the_model_state(epoch_run, tmp_path):
+    """With decay 1 the average never moves: the exported statistics are BatchNorm's initial ones (mean 0, var 1),
+    while the shared run's average (decay 0.9) exports trained ones."""
+    _, _, averaged = epoch_run
+    frozen = train_and_evaluate(stateful_config(total_steps=3, ema_decay=1.0), tmp_path / "frozen")
+    variables, _, _ = checkpoints.load_variables(tmp_path / "frozen" / "model")
+    for key, value in checkpoints.flatten(variables["batch_stats"]).items():
+        np.testing.assert_array_equal(value, 0.0 if key.endswith("mean") else 1.0, err_msg=key)
+    assert averaged["variables_digest"] != frozen["variables_digest"]

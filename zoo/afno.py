@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.contract import as_hw, check_images
-from zoo.layers import ClassifierHead, DropPath, PatchEmbed, gelu, layer_norm, torch_bias_init, torch_kernel_init
+from zoo.layers import ClassifierHead, DropPath, MlpBlock, PatchEmbed, layer_norm, torch_bias_init, torch_kernel_init
 from zoo.layers.fourier import SpectralFilter2D
 from zoo.layers.fusion import materialize_cotangent
 from zoo.registry import Paper, register_model
@@ -41,33 +41,6 @@ def trunc_normal(std: float):
         return (jax.random.truncated_normal(key, -2.0 / std, 2.0 / std, shape, jnp.float32) * std).astype(dtype)
 
     return init
-
-
-class Mlp(nn.Module):
-    """`[..., C] -> [..., C]`: fc1 (C -> hidden), GELU, dropout, fc2 (hidden -> C), dropout (official `Mlp`)."""
-
-    hidden_dim: int
-    approximate_gelu: bool = False
-    dropout_rate: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        dense = lambda features, name: nn.Dense(
-            features,
-            kernel_init=trunc_normal(0.02),
-            bias_init=nn.initializers.zeros,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name=name,
-        )
-        out_dim = x.shape[-1]
-        x = dense(self.hidden_dim, "fc1")(x)
-        x = gelu(self.approximate_gelu)(x)
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        x = dense(out_dim, "fc2")(x)
-        return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
 
 class AFNOBlock(nn.Module):
@@ -103,10 +76,12 @@ class AFNOBlock(nn.Module):
             y = materialize_cotangent(y + residual)
             residual = y
         y = norm("norm2")(y)
-        y = Mlp(
+        y = MlpBlock(  # the official `Mlp`: fc1 (C -> hidden), GELU, dropout, fc2 (hidden -> C), dropout
             self.mlp_dim,
             approximate_gelu=self.approximate_gelu,
             dropout_rate=self.dropout_rate,
+            kernel_init=trunc_normal(0.02),
+            layer_names=("fc1", "fc2"),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="mlp",

@@ -60,7 +60,7 @@ class MlpBlock(nn.Module):
     """Dense -> activation -> dropout -> Dense -> dropout on the last axis.
 
     `[..., in_dim] -> [..., out_dim]` (`out_dim` defaults to `in_dim`). Parameters are `Dense_0` and `Dense_1`,
-    the names of the official MLP-Mixer release.
+    the names of the official MLP-Mixer release, or the two `layer_names` given (e.g. timm's `("fc1", "fc2")`).
     """
 
     hidden_dim: int
@@ -69,6 +69,7 @@ class MlpBlock(nn.Module):
     dropout_rate: float = 0.0
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros
+    layer_names: tuple[str, str] = ("Dense_0", "Dense_1")
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -83,8 +84,8 @@ class MlpBlock(nn.Module):
             name=name,
         )
         out_dim = self.out_dim or x.shape[-1]
-        x = dense(self.hidden_dim, "Dense_0")(x)
+        x = dense(self.hidden_dim, self.layer_names[0])(x)
         x = gelu(self.approximate_gelu)(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        x = dense(out_dim, "Dense_1")(x)
+        x = dense(out_dim, self.layer_names[1])(x)
         return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
