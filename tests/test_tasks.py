@@ -33,6 +33,17 @@ def test_classification_loss_and_metrics_ignore_padding():
     np.testing.assert_allclose(metrics["loss"], _softmax_ce(logits, np.eye(10)[labels])[:4].mean(), rtol=1e-5)
 
 
+def test_tied_logits_are_not_all_correct():
+    """Constant logits (a zero-initialised head) predict class 0, as argmax does: top-1 is the share of label 0 and
+    top-5 the share of labels 0-4, not 100%."""
+    labels = np.arange(10)
+    batch = {"label": jnp.asarray(labels), "mask": jnp.ones(10)}
+    logits = np.zeros((10, 10), np.float32)
+    logits[:, 7:] = -1.0  # classes 7-9 lose; 0-6 tie
+    metrics = reduce_metrics(jax.device_get(ClassificationTask(num_classes=10).metrics(jnp.asarray(logits), batch)))
+    assert metrics["accuracy"] == pytest.approx(0.1) and metrics["top5"] == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("mixup,cutmix", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
 def test_mixup_and_cutmix_make_consistent_soft_labels(mixup, cutmix):
     task = ClassificationTask(num_classes=4, mixup_alpha=mixup, cutmix_alpha=cutmix)

@@ -37,6 +37,12 @@ def base_config() -> ml_collections.ConfigDict:
     # from the command line (--config.model.<field>=...); only the fields that are not None are passed on.
     c.model = ml_collections.ConfigDict()
     c.compute_dtype = "float32"  # or "bfloat16": bf16 compute, float32 parameters and optimizer state
+    # Fine-tuning: start a new run from these weights (a registered release such as mixer_b16_224.goog_in21k, a
+    # weights file or URL, hf-hub:org/name, or a preset or run directory). A resumed run never re-applies it.
+    c.init_from = ""
+    # Comma-separated regexes over variable paths ("head/.*"): re-initialised instead of loaded. "" = the head
+    # when the data's class count differs from the file's.
+    c.init_dont_load = ""
 
     c.task = t = ml_collections.ConfigDict()
     t.name = "classification"  # or "forecasting"
@@ -63,6 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
     d.crop_padding = 4  # 'pad_crop': zero padding before the random crop
     d.randaugment_ops = 0  # > 0 turns RandAugment on
     d.randaugment_magnitude = 9.0
+    # Preprocessing; empty/0 = the init_from release's, else the model's registered data config.
+    d.mean = ()
+    d.std = ()
+    d.crop_pct = 0.0
+    d.interpolation = ""
     # Forecasting (the standard protocol, see train/data/timeseries.py).
     d.features = "M"  # M, S or MS
     d.target = "OT"

@@ -5,6 +5,7 @@ from typing import Any
 
 import zoo
 from train import config as config_lib
+from train import finetune
 from train.data import images as image_data
 from train.data import timeseries
 from train.data.pipeline import ArrayExamples, TransformedExamples
@@ -68,7 +69,7 @@ def _classification(config, entry) -> Inputs:
             f"dataset {d.dataset!r} has {train.image_shape[-1]}-channel images but {entry.name} expects {channels} "
             f"channels; set --config.model.in_chans={train.image_shape[-1]}"
         )
-    norm = dict(entry.data_config)
+    norm = finetune.preprocessing(config, entry)
     common = dict(
         image_size=height,
         mean=norm["mean"],

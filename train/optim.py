@@ -6,6 +6,7 @@ trainer logs `schedule(step)`. Gradient accumulation lives in the trainer's step
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,9 @@ def default_optim_config() -> ml_collections.ConfigDict:
     # embeddings; not biases, norm scales, 1-D layer-scale gammas). "all": decay every leaf.
     c.wd_mask = "default"
     c.grad_clip_norm = 0.0  # Clip gradients to this global norm before the optimizer; 0 or None = off.
+    # Regex over parameter paths ("a/b/kernel"): matching parameters are frozen (no update, no weight decay, not
+    # in the clipped norm), e.g. "(?!head/).*" trains only the head (a linear probe). "" = train everything.
+    c.frozen = ""
 
     c.schedule = s = ml_collections.ConfigDict()
     s.name = "cosine"  # One of SCHEDULES; epoch = step // steps_per_epoch.
@@ -148,10 +152,31 @@ def weight_decay_mask(params):
     return jax.tree_util.tree_map_with_path(decay, params)
 
 
+def _path(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def frozen_mask(params, pattern: str):
+    """True for the leaves whose path ("a/b/kernel") fully matches `pattern`; a pattern that matches no leaf, or
+    every leaf, is an error (naming a few paths)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"optim.frozen {pattern!r} is not a valid regex: {e}") from None
+    mask = jax.tree_util.tree_map_with_path(lambda path, _: bool(regex.fullmatch(_path(path))), params)
+    flags = jax.tree.leaves(mask)
+    if not any(flags) or all(flags):
+        paths = [_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        what = "no parameter" if not any(flags) else "every parameter (nothing would train)"
+        raise ValueError(f"optim.frozen {pattern!r} matches {what}; parameter paths look like {paths[:4]}")
+    return mask
+
+
 def make_optimizer(
     optim_cfg, params, *, total_steps: int, steps_per_epoch: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """`(tx, schedule)`: optional global-norm clipping, then the optimizer driven by `schedule`."""
+    """`(tx, schedule)`: optional global-norm clipping, then the optimizer driven by `schedule`; parameters matching
+    `optim.frozen` get zero updates."""
     c = optim_cfg
     if c.name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {c.name!r}; valid names: {', '.join(OPTIMIZERS)}.")
@@ -180,6 +205,9 @@ def make_optimizer(
         tx = optax.chain(optax.add_decayed_weights(wd, mask), sgd) if wd else sgd
     if clip:
         tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+    if c.get("frozen"):
+        labels = jax.tree.map(lambda f: "frozen" if f else "trained", frozen_mask(params, c.frozen))
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
     return tx, schedule
 
 

@@ -23,7 +23,7 @@ import optax
 import checkpoints
 import zoo
 from train import config as config_lib
-from train import sharding
+from train import finetune, sharding
 from train.data.pipeline import EvalBatches, TrainBatches, iterate
 from train.inputs import build_inputs
 from train.optim import ema_update, make_optimizer
@@ -101,6 +101,10 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     is also written to `workdir/results.json`."""
     config = config_lib.validate(config)
     workdir = Path(workdir)
+    entry = zoo.get_entry(config.model_name)
+    if config.task.name == "classification":  # the preprocessing in effect, written down in config.json
+        for key, value in finetune.preprocessing(config, entry).items():
+            config.data[key] = tuple(value) if isinstance(value, list | tuple) else value
     sharding.initialize_distributed(config.distributed)
     is_main = jax.process_index() == 0
     if is_main:
@@ -109,7 +113,6 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     traces = collections.Counter()
 
     # ---------------------------------------------------------------- Inputs.
-    entry = zoo.get_entry(config.model_name)
     inputs = build_inputs(config, entry)
     _log.info("data: %s", inputs.describe)
     dtype_override = {}
@@ -164,8 +167,10 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     num_params = zoo.count_params({"params": abstract_params})
     use_ema = config.ema_decay > 0
 
-    def init_state(key):
-        variables = model.init(key, **example, train=False)
+    def init_state(key, variables=None):
+        """The initial train state: fresh variables, or `variables` (config.init_from's) when given."""
+        if variables is None:
+            variables = model.init(key, **example, train=False)
         params = variables["params"]
         state = {
             "step": jnp.zeros((), jnp.int32),
@@ -279,7 +284,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         async_save=config.checkpoint.async_save,
     )
     target = _abstract_with_shardings(abstract_state, state_shardings)
-    data_state, previous_wall_s, stopped_early = None, 0.0, False
+    data_state, previous_wall_s, stopped_early, init_metrics = None, 0.0, False, None
     if manager.latest_step() is not None:
         restored = manager.restore(target)
         state, data_state = restored.state, restored.data_state
@@ -288,19 +293,28 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             setattr(stopper, key, value)
         previous_wall_s = float(extra.get("train_wall_s", 0.0))
         stopped_early = bool(extra.get("stopped_early", False))
+        init_metrics = extra.get("init_metrics")
         if data_state is not None and data_state.get("next_index") != restored.step:
             raise RuntimeError(
                 f"checkpoint {restored.step} in {workdir} has data position {data_state} that does not match its step"
             )
         _log.info("resumed from step %d in %s", restored.step, workdir)
     else:
-        state = jax.jit(init_state, out_shardings=state_shardings)(init_key)
+        loaded = None
+        if config.init_from:  # fine-tuning: only a new run starts from these weights, never a resumed one
+            fresh = jax.device_get(jax.jit(lambda k: model.init(k, **example, train=False))(init_key))
+            loaded = finetune.init_variables(config, model, fresh)
+        state = jax.jit(init_state, out_shardings=state_shardings)(init_key, loaded)
     start_step = int(jax.device_get(state["step"]))
 
     # ---------------------------------------------------------------- Train.
     writer = create_writer(workdir, enabled=is_main)
     if start_step == 0:
         writer.write_hparams(config_lib.hparams(config))
+        if config.init_from:  # where fine-tuning starts: the loaded model's evaluation before any step
+            init_metrics = {split: evaluate(eval_variables(state), split) for split in evals}
+            for split, values in init_metrics.items():
+                writer.write_scalars(0, values, prefix=split)
     progress = Progress(total_steps, initial_step=start_step, log_every=config.log_every_steps) if is_main else None
     train_iter = iterate(
         train_batches, num_threads=config.data.num_threads, prefetch=config.data.prefetch, state=data_state
@@ -336,9 +350,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             scalars["examples_per_s"] = rate
         writer.write_scalars(step, scalars, prefix="train")
         if progress is not None:
-            progress.update(
-                step, loss=scalars["loss"], examples_per_s=rate, epoch=step / steps_per_epoch
-            )
+            progress.update(step, loss=scalars["loss"], examples_per_s=rate, epoch=step / steps_per_epoch)
         last_good_step = step
         pending = []
 
@@ -383,6 +395,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             "early_stopping": dataclasses.asdict(stopper),
             "train_wall_s": previous_wall_s + time.perf_counter() - t_start,
             "stopped_early": stopped_early,
+            "init_metrics": init_metrics,
         }
         manager.save(step, state, data_state=train_iter.get_state(), metrics=ckpt_metrics, extra=extra)
         t_mark = time.perf_counter()  # evaluation and saving are not training time
@@ -409,6 +422,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         "wall_s": wall_s,
         "examples_per_s": train_examples / train_time if train_time > 0 else None,
     }
+    if init_metrics is not None:
+        results["init_metrics"] = init_metrics
     if "val" in evals:
         results["val_metrics"] = evaluate(final_variables, "val")
     if "test" in evals:

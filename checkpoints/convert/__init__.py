@@ -6,6 +6,7 @@ then the strict merge of `checkpoints.tree.merge_params` over every variable col
 
 A converter returns full variables: `{"params": tree}` plus any state collection the model declares (BatchNorm
 running statistics as `{"batch_stats": {..., "mean", "var"}}`; PyTorch's `num_batches_tracked` is dropped).
+`convert` removes a `module.` key prefix (DataParallel) before the converter sees the keys.
 """
 
 from collections.abc import Callable, Mapping
@@ -63,7 +64,8 @@ def convert(name: str, state_dict: Mapping[str, Any], source: str = "official", 
         known = ", ".join(sources(entry.family)) or "none"
         raise ValueError(f"no converter for {entry.name} ({entry.family}) from source {source!r}; known: {known}")
     fn, infer_config = _CONVERTERS[(entry.family, source)]
-    flat = to_numpy(state_dict)
+    # A model saved inside `nn.DataParallel`/`DistributedDataParallel` prefixes every key with `module.`.
+    flat = {key.removeprefix("module."): value for key, value in to_numpy(state_dict).items()}
     fields = {**(infer_config(flat) if infer_config else {}), **overrides}
     model = zoo.create_model(entry.name, **fields)
     reference = zoo.abstract_variables(model)

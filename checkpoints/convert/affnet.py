@@ -35,9 +35,6 @@ _HEAD = "classifier.fc."
 _STATS = {"running_mean": "mean", "running_var": "var"}
 
 
-def _strip(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {key.removeprefix("module."): value for key, value in flat.items()}
-
 
 def _module_path(parts: list[str]) -> str:
     """['layer_3', '1', 'global_rep', '0', 'norm1'] -> 'layer_3_1/global_rep_0/norm1'."""
@@ -63,7 +60,6 @@ def _leaf(leaf: str, value: np.ndarray) -> tuple[str, str, np.ndarray]:
 
 def infer_config(flat: Mapping[str, np.ndarray]) -> dict:
     """num_classes (0 without a classifier) and in_chans from the file; the stage layout is the model name's."""
-    flat = _strip(flat)
     config = {"num_classes": int(flat[_HEAD + "weight"].shape[0]) if _HEAD + "weight" in flat else 0}
     if "conv_1.block.conv.weight" in flat:
         config["in_chans"] = int(flat["conv_1.block.conv.weight"].shape[1])
@@ -74,7 +70,7 @@ def infer_config(flat: Mapping[str, np.ndarray]) -> dict:
 def from_official(flat: Mapping[str, np.ndarray]) -> dict:
     """The official state dict (NCHW convs, BatchNorm buffers) -> `{"params": ..., "batch_stats": ...}`."""
     out: dict[str, dict[str, np.ndarray]] = {"params": {}, "batch_stats": {}}
-    for key, value in _strip(flat).items():
+    for key, value in flat.items():
         value = np.asarray(value)
         if key.endswith(".num_batches_tracked"):
             continue

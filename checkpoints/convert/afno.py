@@ -74,13 +74,9 @@ def _rename(key: str, value: Any, rules) -> tuple[str, Any]:
     return key, value  # unknown: left in place for the strict merge to report
 
 
-def _strip(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {key.removeprefix("module."): value for key, value in flat.items()}
-
 
 def infer_config(flat: Mapping[str, np.ndarray]) -> dict:
     """The constructor fields the official weights determine (module doc), from their shapes."""
-    flat = _strip(flat)
     config: dict[str, Any] = {"num_classes": int(flat["head.weight"].shape[0]) if "head.weight" in flat else 0}
     if "patch_embed.proj.weight" in flat:
         embed_dim, in_chans, patch, _ = flat["patch_embed.proj.weight"].shape
@@ -107,7 +103,7 @@ def infer_config(flat: Mapping[str, np.ndarray]) -> dict:
 @register_converter("afno", "official", infer_config=infer_config)
 def from_official(flat: Mapping[str, np.ndarray]) -> dict:
     """The official state dict (Linear `[out, in]`, Conv `OIHW`, LayerNorm `weight`) -> `{"params": tree}`."""
-    out = dict(_rename(key, value, _RULES) for key, value in _strip(flat).items())
+    out = dict(_rename(key, value, _RULES) for key, value in flat.items())
     return {"params": unflatten(out)}
 
 

@@ -46,13 +46,9 @@ _RULES = [
 ]
 
 
-def _strip(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {key.removeprefix("module."): value for key, value in flat.items()}
-
 
 def infer_config(flat: Mapping[str, np.ndarray]) -> dict:
     """seq_len, pred_len, d_model, d_core, d_ff and e_layers from the weights' shapes."""
-    flat = _strip(flat)
     embedding = flat["enc_embedding.value_embedding.weight"]
     layers = {int(m[1]) for key in flat if (m := re.match(r"encoder\.attn_layers\.(\d+)\.", key))}
     config = dict(
@@ -72,7 +68,7 @@ def infer_config(flat: Mapping[str, np.ndarray]) -> dict:
 def from_official(flat: Mapping[str, np.ndarray]) -> dict:
     """The official PyTorch state dict (Linear `[out, in]`, Conv1d `[out, in, 1]`, LayerNorm `weight`) -> params."""
     out = {}
-    for key, value in _strip(flat).items():
+    for key, value in flat.items():
         for pattern, target, fn in _RULES:
             match = re.fullmatch(pattern, key)
             if match:

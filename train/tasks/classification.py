@@ -78,9 +78,11 @@ class ClassificationTask:
         logits = outputs.astype(jnp.float32)
         labels = batch["label"]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        # Rank of the true class: top-k correct when fewer than k classes score strictly higher.
+        # Rank of the true class, ties broken by class index as argmax breaks them (so constant logits are not
+        # "correct" for every label): top-k correct when the rank is below k.
         true_logit = jnp.take_along_axis(logits, labels[:, None], axis=1)
-        rank = jnp.sum(logits > true_logit, axis=1)
+        before = jnp.arange(logits.shape[1])[None, :] < labels[:, None]
+        rank = jnp.sum((logits > true_logit) | ((logits == true_logit) & before), axis=1)
         out = {
             "loss": (jnp.sum(loss * mask), count),
             "accuracy": (jnp.sum((rank < 1) * mask), count),
