@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import shutil
 import warnings
 import zlib
@@ -31,6 +32,8 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 _TMP_MARK = ".orbax-checkpoint-tmp"
 _ITEMS = ("state", "meta")
+# What a step folder written by this library (through orbax) may hold; anything else there is the user's.
+_OWN_NAMES = frozenset((*_ITEMS, "_CHECKPOINT_METADATA", "commit_success.txt"))
 _VARIABLES, _LEGACY_PARAMS = "variables", "params"  # a preset's orbax item (older presets: params)
 _barrier_ids = itertools.count()
 
@@ -108,6 +111,15 @@ def _check_no_prng_keys(leaves: list[tuple[str, Any]]) -> None:
         raise TypeError(f"typed PRNG keys cannot be checkpointed ({_listing(keys)}); save jax.random.key_data(key)")
 
 
+def _check_writable(directory: Path) -> None:
+    """Fails at once, with the path, where orbax would otherwise hang or fail on a background thread."""
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"checkpoint folder {directory} is a file; move it away or use another workdir")
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write checkpoints to {directory}: {existing} is not writable")
+
+
 def _clean_directory(directory: Path) -> None:
     """Removes leftovers of interrupted saves: `<step>.orbax-checkpoint-tmp*` and step dirs missing an item."""
     if jax.process_index() == 0 and directory.is_dir():
@@ -115,6 +127,14 @@ def _clean_directory(directory: Path) -> None:
             if _TMP_MARK in path.name:
                 reason = "leftover temporary checkpoint folder from an interrupted save"
             elif path.is_dir() and path.name.isdigit() and not all((path / item).is_dir() for item in _ITEMS):
+                foreign = sorted(p.name for p in path.iterdir() if p.name not in _OWN_NAMES)
+                if foreign:  # not something this library wrote: never deleted
+                    warnings.warn(
+                        f"{path} is not a checkpoint (it holds {foreign[:3]}); left in place, not used",
+                        CheckpointWarning,
+                        stacklevel=3,
+                    )
+                    continue
                 reason = f"incomplete checkpoint step (no {' / '.join(_ITEMS)} data)"
             else:
                 continue
@@ -156,6 +176,7 @@ class CheckpointManager:
             raise ValueError(f"max_to_keep must be None or >= 1, got {max_to_keep}")
         self.directory = Path(directory).absolute()
         self.best_metric = best_metric
+        _check_writable(self.directory)
         _clean_directory(self.directory)
         keep = [policies.LatestN(max_to_keep)]
         best_fn = None

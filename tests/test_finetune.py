@@ -98,7 +98,8 @@ def test_resuming_never_reapplies_init_from(preset, tmp_path):
     directory, _ = preset
     first = train_and_evaluate(quicktest(directory), tmp_path / "run")
     # The weights it started from are gone: a resume that re-read init_from would fail.
-    resumed = train_and_evaluate(quicktest(tmp_path / "missing", total_steps=30), tmp_path / "run")
+    longer = quicktest(tmp_path / "missing", total_steps=30, resume_changes="total_steps")
+    resumed = train_and_evaluate(longer, tmp_path / "run")
     assert resumed["steps"] == 30 and resumed["init_metrics"] == first["init_metrics"]
 
 

@@ -34,6 +34,7 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every save at INFO
     logging.getLogger("train").setLevel(logging.INFO)
     from train import config as config_lib
+    from train.guard import TrainingInterrupted
     from train.trainer import train_and_evaluate  # after flags: jax must not start before the environment is set
 
     config_flag = flags.FLAGS["config"]
@@ -43,6 +44,12 @@ def main(argv):
         overridden = config_flags.get_override_values(config_flag)
         config = config_lib.prefer_command_line_length(config_flag.value, overridden)
         results = train_and_evaluate(config, workdir)
+    except TrainingInterrupted as e:
+        sys.stderr.write(f"stopped: {e}\n")
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"stopped: interrupted before the first step; nothing of {workdir} was changed by it\n")
+        sys.exit(130)
     except (ValueError, TypeError, OSError, FloatingPointError) as e:
         if os.environ.get("MIXER_ZOO_TRACEBACK"):
             raise

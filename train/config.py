@@ -6,7 +6,10 @@ the schema does not know (naming the closest ones), so a typo never silently tra
 
 import copy
 import difflib
+import fnmatch
+import json
 import logging
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -97,6 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
     k.every_steps = 0  # also save every N steps (0 = only at evaluations and at the end)
     k.max_to_keep = 3
     k.async_save = True
+    # Also save when this many minutes have passed since the last save (at a step boundary), so an interruption
+    # loses at most that much work whatever the config's cadence; 0 = off.
+    k.every_minutes = 5.0
 
     c.early_stopping = e = ml_collections.ConfigDict()
     e.metric = ""  # e.g. "val/mse": track the best evaluation and test the best checkpoint at the end
@@ -113,8 +119,37 @@ def base_config() -> ml_collections.ConfigDict:
     dist.process_id = -1  # or JAX_PROCESS_ID
     dist.timeout_s = 120
 
+    # On resume, the config must equal the run's config.json except for fields that cannot change the result
+    # (RESUME_FREE). Comma-separated dotted fields listed here may differ too (e.g. "total_steps" to train longer);
+    # config.json keeps the original and the accepted changes are appended to resumes.jsonl.
+    c.resume_changes = ""
+
     c.quicktest = False
     return c
+
+
+# Fields that may differ between a run and its resumption: they change logging, cadence or speed, not the result.
+RESUME_FREE = (
+    "log_every_steps",
+    "checkpoint.every_steps",
+    "checkpoint.every_minutes",
+    "checkpoint.max_to_keep",
+    "checkpoint.async_save",
+    "data.num_threads",
+    "data.prefetch",
+    "data.data_dir",
+    "eval_batch_size",
+    "distributed.*",
+    "init_from",
+    "init_dont_load",
+    "resume_changes",
+    "quicktest",
+)
+# The validation metrics each task reports (early_stopping.metric must name one).
+TASK_METRICS = {
+    "classification": ("loss", "accuracy", "top5"),
+    "forecasting": ("mse", "mae", "mse_original", "mae_original"),
+}
 
 
 def _unknown_keys(config, schema, prefix="") -> list[str]:
@@ -164,7 +199,83 @@ def validate(config) -> ml_collections.ConfigDict:
         raise ValueError(f"early_stopping.mode must be 'min' or 'max', got {c.early_stopping.mode!r}")
     if c.early_stopping.metric and not c.data.val_split:
         raise ValueError(f"early_stopping.metric={c.early_stopping.metric!r} needs a validation split (data.val_split)")
+    _check_ranges(c)
     return c
+
+
+def _check_ranges(c) -> None:
+    """Numbers a run cannot use, named before anything is built (not found at step N, or never)."""
+    problems = []
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    finite = lambda v: isinstance(v, int | float) and math.isfinite(v)
+    need(finite(c.optim.lr) and c.optim.lr >= 0, f"optim.lr must be a finite number >= 0, got {c.optim.lr}")
+    for field in ("weight_decay", "grad_clip_norm", "eps"):
+        v = c.optim[field] or 0.0
+        need(finite(v) and v >= 0, f"optim.{field} must be a finite number >= 0, got {v}")
+    for field in ("b1", "b2", "momentum"):
+        need(
+            finite(c.optim[field]) and 0 <= c.optim[field] < 1, f"optim.{field} must be in [0, 1), got {c.optim[field]}"
+        )
+    need(c.total_steps >= 0 and c.total_epochs >= 0, "total_steps and total_epochs must be >= 0")
+    need(finite(c.total_epochs), f"total_epochs must be finite, got {c.total_epochs}")
+    need(finite(c.ema_decay) and 0 <= c.ema_decay <= 1, f"ema_decay must be in [0, 1], got {c.ema_decay}")
+    need(c.log_every_steps > 0, f"log_every_steps must be > 0, got {c.log_every_steps}")
+    need(c.eval_every_steps >= 0, f"eval_every_steps must be >= 0 (0 = by epochs), got {c.eval_every_steps}")
+    need(
+        c.eval_every_steps > 0 or c.eval_every_epochs > 0,
+        f"eval_every_epochs must be > 0 when eval_every_steps is 0, got {c.eval_every_epochs}",
+    )
+    need(c.eval_batch_size >= 0, f"eval_batch_size must be >= 0 (0 = batch_size), got {c.eval_batch_size}")
+    need(c.checkpoint.every_steps >= 0, f"checkpoint.every_steps must be >= 0, got {c.checkpoint.every_steps}")
+    need(c.checkpoint.max_to_keep >= 1, f"checkpoint.max_to_keep must be >= 1, got {c.checkpoint.max_to_keep}")
+    minutes = c.checkpoint.every_minutes
+    need(finite(minutes) and minutes >= 0, f"checkpoint.every_minutes must be >= 0 (0 = off), got {minutes}")
+    need(c.early_stopping.patience >= 0, f"early_stopping.patience must be >= 0, got {c.early_stopping.patience}")
+    t = c.task
+    need(0 <= t.label_smoothing < 1, f"task.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    need(t.mixup_alpha >= 0 and t.cutmix_alpha >= 0, "task.mixup_alpha and task.cutmix_alpha must be >= 0")
+    need(0 <= t.mix_prob <= 1 and 0 <= t.switch_prob <= 1, "task.mix_prob and task.switch_prob must be in [0, 1]")
+    need(0 <= c.data.crop_pct <= 1, f"data.crop_pct must be in (0, 1] (0 = the model's), got {c.data.crop_pct}")
+    need(c.data.num_threads >= 0 and c.data.prefetch >= 0, "data.num_threads and data.prefetch must be >= 0")
+    metric = c.early_stopping.metric.removeprefix("val/")
+    known = TASK_METRICS.get(c.task.name)
+    if metric and known and metric not in known:
+        close = difflib.get_close_matches(metric, known, n=1)
+        hint = f" (did you mean val/{close[0]}?)" if close else ""
+        problems.append(
+            f"early_stopping.metric {c.early_stopping.metric!r} is not a {c.task.name} metric{hint}; "
+            f"known: {', '.join('val/' + m for m in known)}"
+        )
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def resume_differences(stored: dict, config) -> dict[str, tuple]:
+    """`{dotted field: (stored value, new value)}` for the fields where `config` differs from a run's stored
+    config.json, leaving out RESUME_FREE and the fields listed in `config.resume_changes`."""
+    new = json.loads(config.to_json_best_effort())
+    allowed = [f.strip() for f in config.resume_changes.split(",") if f.strip()]
+    free = lambda key: any(fnmatch.fnmatchcase(key, pattern) for pattern in (*RESUME_FREE, *allowed))
+    old_flat, new_flat = _dotted(stored), _dotted(new)
+    return {
+        key: (old_flat.get(key), new_flat.get(key))
+        for key in sorted(set(old_flat) | set(new_flat))
+        if old_flat.get(key) != new_flat.get(key) and not free(key)
+    }
+
+
+def _dotted(tree, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def prefer_command_line_length(config, overridden: Iterable[str]) -> ml_collections.ConfigDict:

@@ -19,6 +19,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from zoo import cli
+
 
 def load_run(workdir: Path):
     """(config, model, variables, test-split data set) of a finished forecasting run."""
@@ -152,7 +154,10 @@ def main(argv=None) -> int:
     parser.add_argument("--all-windows", action="store_true", help="CSV with every window, not only the chosen")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: WORKDIR/forecast)")
     args = parser.parse_args(argv)
+    return cli.run(lambda: _forecast(args), parser.prog)
 
+
+def _forecast(args) -> int:
     config, model, variables = load_run(args.workdir)
     ds = open_split(config, model, args.split)
     channels, windows = _pick_channels(ds, args.channels), _pick_windows(ds, args.windows)

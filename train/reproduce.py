@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import cli
+
 
 def _rows_file(out: Path) -> Path:
     return out / "results.json"
@@ -129,10 +131,21 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="config module in train/configs (e.g. softs)")
     parser.add_argument("--datasets", required=True, help="comma-separated, e.g. ETTh1,ETTh2")
     parser.add_argument("--horizons", default="", help="comma-separated; default: the config's horizons")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (config.seed, +1, +2, ...)")
+    parser.add_argument("--seeds", type=_positive, default=3, help="number of seeds (config.seed, +1, +2, ...)")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    return cli.run(lambda: _reproduce(args), parser.prog)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _reproduce(args) -> int:
     horizons = [int(h) for h in args.horizons.split(",") if h] or None
     rows = run(args.model, [d for d in args.datasets.split(",") if d], horizons, args.seeds, args.out)
     paper = getattr(importlib.import_module(f"train.configs.{args.model}"), "PAPER", None)

@@ -6,11 +6,13 @@ model only through the registry and the model contract, and a task only through 
 """
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import optax
 import checkpoints
 import zoo
 from train import config as config_lib
-from train import finetune, sharding
+from train import finetune, guard, sharding
 from train.data.pipeline import EvalBatches, TrainBatches, iterate
 from train.inputs import build_inputs
 from train.optim import ema_update, make_optimizer
@@ -86,6 +88,15 @@ def _host_metrics(sums) -> dict[str, float]:
     return {**reduce_metrics(sums["metrics"]), "num_examples": int(sums["num_examples"])}
 
 
+def _agreed_flags(*flags: bool) -> tuple[bool, ...]:
+    """Process 0's values of `flags` on every process (a save is collective: all processes must decide alike)."""
+    if jax.process_count() == 1:
+        return tuple(flags)
+    from jax.experimental import multihost_utils
+
+    return tuple(bool(f) for f in multihost_utils.broadcast_one_to_all(np.asarray(flags, np.int32)))
+
+
 def params_digest(tree) -> str:
     """sha256 of a parameter or variables tree as this process sees it (names, shapes, dtypes and bytes)."""
     digest = hashlib.sha256()
@@ -98,7 +109,12 @@ def params_digest(tree) -> str:
 
 def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming from its newest valid checkpoint) and returns the results dict that
-    is also written to `workdir/results.json`."""
+    is also written to `workdir/results.json`.
+
+    One trainer per workdir (a second one gets `guard.WorkdirInUseError`); a resumed run must have the same
+    config as its `config.json` (see `config.resume_changes`); SIGINT/SIGTERM finish the step, save it and raise
+    `guard.TrainingInterrupted`.
+    """
     config = config_lib.validate(config)
     workdir = Path(workdir)
     entry = zoo.get_entry(config.model_name)
@@ -109,8 +125,27 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    lock = guard.workdir_lock(workdir) if is_main else contextlib.nullcontext()
+    with lock, guard.StopSignals() as signals:
+        return _train_and_evaluate(config, workdir, entry, signals)
+
+
+def _train_and_evaluate(config, workdir: Path, entry, signals: guard.StopSignals) -> dict[str, Any]:
+    is_main = jax.process_index() == 0
     traces = collections.Counter()
+    stopper = EarlyStopping(config.early_stopping.metric, config.early_stopping.mode, config.early_stopping.patience)
+    manager = checkpoints.CheckpointManager(
+        workdir / "checkpoints",
+        max_to_keep=config.checkpoint.max_to_keep,
+        best_metric="early_stopping_rank" if stopper.metric else None,
+        best_mode="max",
+        async_save=config.checkpoint.async_save,
+    )
+    resuming, accepted_changes = manager.latest_step() is not None, {}
+    if resuming:  # config.json of an existing run is never rewritten
+        accepted_changes = guard.check_resume_config(workdir, config)
+    elif is_main:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
     # ---------------------------------------------------------------- Inputs.
     inputs = build_inputs(config, entry)
@@ -274,18 +309,9 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         return _host_metrics(sums)
 
     # ---------------------------------------------------------------- Resume or initialise.
-    stopper = EarlyStopping(config.early_stopping.metric, config.early_stopping.mode, config.early_stopping.patience)
-    max_to_keep = config.checkpoint.max_to_keep
-    manager = checkpoints.CheckpointManager(
-        workdir / "checkpoints",
-        max_to_keep=max_to_keep,
-        best_metric="early_stopping_rank" if stopper.metric else None,
-        best_mode="max",
-        async_save=config.checkpoint.async_save,
-    )
     target = _abstract_with_shardings(abstract_state, state_shardings)
     data_state, previous_wall_s, stopped_early, init_metrics = None, 0.0, False, None
-    if manager.latest_step() is not None:
+    if resuming:
         restored = manager.restore(target)
         state, data_state = restored.state, restored.data_state
         extra = restored.extra or {}
@@ -299,6 +325,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
                 f"checkpoint {restored.step} in {workdir} has data position {data_state} that does not match its step"
             )
         _log.info("resumed from step %d in %s", restored.step, workdir)
+        if is_main and accepted_changes:
+            guard.record_resume(workdir, restored.step, accepted_changes)
     else:
         loaded = None
         if config.init_from:  # fine-tuning: only a new run starts from these weights, never a resumed one
@@ -355,6 +383,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
         pending = []
 
     t_start = time.perf_counter()
+    save_every_s, last_save = 60 * config.checkpoint.every_minutes, time.monotonic()
     step = start_step
     while step < total_steps and not stopped_early:
         batch = sharding.to_global(next(train_iter), batch_sharding)
@@ -369,7 +398,11 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             or (not config.eval_every_steps and epoch_end and (step // steps_per_epoch) % config.eval_every_epochs == 0)
         )
         every = config.checkpoint.every_steps
-        do_save = do_eval or (every and step % every == 0) or step == total_steps
+        stop_now, time_due = _agreed_flags(
+            signals.received is not None,
+            bool(save_every_s) and time.monotonic() - last_save >= save_every_s,
+        )
+        do_save = do_eval or (every and step % every == 0) or step == total_steps or stop_now or time_due
         if not (do_eval or do_save):
             continue
         flush_train_metrics(step)  # also checks the loss before anything is saved
@@ -398,6 +431,13 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
             "init_metrics": init_metrics,
         }
         manager.save(step, state, data_state=train_iter.get_state(), metrics=ckpt_metrics, extra=extra)
+        writer.flush()
+        last_save = time.monotonic()
+        if stop_now:
+            manager.wait_until_finished()
+            manager.close()
+            writer.close()
+            raise guard.TrainingInterrupted(signals.received or signal.SIGTERM, step, workdir)
         t_mark = time.perf_counter()  # evaluation and saving are not training time
     flush_train_metrics(step)
     manager.wait_until_finished()

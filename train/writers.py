@@ -87,7 +87,8 @@ class NoopWriter(MetricWriter):
 
 
 class JsonlWriter(MetricWriter):
-    """Appends `{"step": s, "time": t, "<prefix>/<name>": value, ...}` per call; a resumed run continues the file.
+    """Appends `{"step": s, "time": t, "<prefix>/<name>": value, ...}` per call, flushed at once; a resumed run
+    continues the file.
 
     Values are plain floats; NaN and ±inf become `null`. `write_hparams` appends `{"time": t, "hparams": {...}}`
     (the only kind of line without a "step").
@@ -99,7 +100,9 @@ class JsonlWriter(MetricWriter):
         self._f = open(path, "a", encoding="utf-8")
 
     def _write(self, record: dict):
+        # Flushed per record (a few per logging interval): a killed run keeps every row it wrote.
         self._f.write(json.dumps(record, allow_nan=False) + "\n")
+        self._f.flush()
 
     def write_scalars(self, step, scalars, *, prefix=""):
         record = {"step": int(step), "time": time.time()}

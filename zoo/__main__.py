@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import zoo
+from zoo import cli
 
 START, END = "<!-- models:start -->", "<!-- models:end -->"
 
@@ -35,13 +36,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__)
     parser.add_argument("--update-readme", metavar="PATH", help="rewrite the model table between the markers")
     args = parser.parse_args(argv)
-    if args.update_readme:
-        path = Path(args.update_readme)
-        path.write_text(readme_with_table(path.read_text()))
-        print(f"updated {path}")
-    else:
-        print(markdown_table())
-    return 0
+
+    def run() -> int:
+        if args.update_readme:
+            path = Path(args.update_readme)
+            path.write_text(readme_with_table(path.read_text()))
+            print(f"updated {path}")
+        else:
+            print(markdown_table())
+        return 0
+
+    return cli.run(run, parser.prog)
 
 
 if __name__ == "__main__":
