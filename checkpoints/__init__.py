@@ -1,7 +1,8 @@
-"""Checkpoints: orbax wrapper, converters of official weights, pretrained releases."""
+"""Checkpoints: orbax wrapper, converters of official weights, pretrained releases (safe loading, the Hub,
+the download cache); `python -m checkpoints` inspects and converts weights files."""
 
 from checkpoints.convert import convert, register_converter
-from checkpoints.download import ChecksumError, DownloadError, download, sha256_file
+from checkpoints.download import ChecksumError, DownloadError, cached_download, download, sha256_file
 from checkpoints.manager import (
     CheckpointManager,
     CheckpointStructureError,
@@ -14,7 +15,7 @@ from checkpoints.manager import (
     save_params,
     save_variables,
 )
-from checkpoints.pretrained import load_pretrained, read_state_dict
+from checkpoints.pretrained import UnsafeCheckpointError, load_pretrained, read_state_dict
 from checkpoints.tree import flatten, merge_params, unflatten
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "CorruptCheckpointError",
     "DownloadError",
     "Restored",
+    "UnsafeCheckpointError",
+    "cached_download",
     "convert",
     "download",
     "flatten",

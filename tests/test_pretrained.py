@@ -1,14 +1,280 @@
-"""load_pretrained: official files (local or downloaded, sha256-checked), new heads, and our own run presets."""
+"""load_pretrained and its files: formats (.pth read without torch, .safetensors, .npz), the Hugging Face Hub
+offline from a pre-populated cache, downloads from a local HTTP server (success, interruption, wrong sha256), the
+cache (one entry per URL, tampering caught), unsafe pickles refused, new heads, presets, the release catalogue."""
+
+import argparse
+import collections
+import hashlib
+import http.server
+import importlib
+import json
+import os
+import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.torch
 import timm
+import torch
+from timm.models.mlp_mixer import MlpMixer
 
 import checkpoints
 import zoo
+from checkpoints.download import digest_matches, published_digest
+from checkpoints.pretrained import UnsafeCheckpointError, read_torch_file
 from checkpoints.tree import flatten
+
+# timm's MlpMixer(img_size=16, patch_size=8, num_blocks=2, embed_dim=32) as our mixer_s16_224 with overrides.
+TINY = dict(
+    img_size=16, patch_size=8, num_blocks=2, hidden_dim=32, tokens_mlp_dim=16, channels_mlp_dim=128,
+    approximate_gelu=False,  # timm uses exact GELU
+)  # fmt: skip
+IMAGES = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_timm():
+    """A tiny timm Mixer with every parameter random (timm zeroes the head and norms start at 1/0), its logits."""
+    torch.manual_seed(0)
+    model = MlpMixer(img_size=16, patch_size=8, num_blocks=2, embed_dim=32, num_classes=5).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(0.3 * torch.randn(param.shape))
+        logits = model(torch.from_numpy(IMAGES.transpose(0, 3, 1, 2))).numpy()
+    assert np.abs(logits).max() > 0.1
+    return model.state_dict(), logits
+
+
+def _check_logits(model, variables, expected):
+    assert model.num_classes == 5
+    logits = np.asarray(model.apply(variables, jnp.asarray(IMAGES), train=False))
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors", ".pth.tar"])
+def test_timm_files_load_and_match_timm(tiny_timm, tmp_path, suffix):
+    state, expected = tiny_timm
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        safetensors.torch.save_file(state, path)
+    elif suffix == ".pth":
+        torch.save(state, path)
+    else:  # a timm training checkpoint: raw weights are preferred to EMA, the args Namespace is an inert record
+        zeros = {k: torch.zeros_like(v) for k, v in state.items()}
+        torch.save({"epoch": 3, "state_dict": state, "state_dict_ema": zeros, "args": argparse.Namespace(lr=1)}, path)
+    model, variables = checkpoints.load_pretrained("mixer_s16_224", str(path), source="timm", **TINY)
+    _check_logits(model, variables, expected)
+    if suffix == ".pth.tar":
+        _, ema = checkpoints.load_pretrained(
+            "mixer_s16_224", str(path), source="timm", state_dict_key="state_dict_ema", **TINY
+        )
+        assert not any(np.any(v) for v in flatten(ema["params"]).values())
+
+
+def test_torch_files_read_without_torch_like_torch(tmp_path):
+    """Our unpickler against torch.load: dtypes, views, offsets, shared storages, parameters, metadata."""
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    tensors = collections.OrderedDict(
+        plain=base, transposed=base.t(), window=base[1:, 2:4], half=torch.randn(3).half(),
+        bf16=torch.randn(2, 2).bfloat16(), scalar=torch.tensor(3), flags=torch.tensor([True, False]),
+        param=torch.nn.Parameter(torch.ones(2)), empty=torch.zeros(0, 3),
+    )  # fmt: skip
+    torch.save({"model": tensors, "metric": np.float64(0.5), "args": argparse.Namespace(lr=0.1)}, tmp_path / "c.pth")
+    loaded = read_torch_file(tmp_path / "c.pth")
+    assert loaded["metric"] == 0.5 and loaded["args"].state == {"lr": 0.1}
+    for key, tensor in tensors.items():
+        ours, ref = loaded["model"][key], tensor.detach()
+        if ref.dtype == torch.bfloat16:
+            ours, ref = ours.view(np.int16), ref.view(torch.int16)
+        assert ours.shape == tuple(ref.shape) and ours.dtype == ref.numpy().dtype, key
+        np.testing.assert_array_equal(ours, ref.numpy(), err_msg=key)
+    assert set(checkpoints.read_state_dict(tmp_path / "c.pth")) == set(tensors)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # what a malicious checkpoint does: run a command while being unpickled
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_runs_code_is_refused(tiny_timm, tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": tiny_timm[0], "extra": _Payload(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth was refused.*system.*safetensors"):
+        checkpoints.load_pretrained("mixer_s16_224", str(path), source="timm", **TINY)
+    with pytest.raises(UnsafeCheckpointError):
+        checkpoints.read_state_dict(path)
+    assert not marker.exists()
+
+
+# --- the Hugging Face Hub, offline, from a cache laid out as huggingface_hub writes it -----------------------
+
+
+def _hub_cache(root, repo, files: dict[str, bytes], commit="a" * 40):
+    """`models--org--name/{blobs/<etag>, snapshots/<commit>/<file> -> ../../blobs/<etag>, refs/main}`; LFS
+    files (weights) are named by their sha256, small files by a git sha1."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    for name, data in files.items():
+        lfs = not name.endswith(".json")
+        etag = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        (folder / "blobs").mkdir(parents=True, exist_ok=True)
+        (folder / "blobs" / etag).write_bytes(data)
+        (folder / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        (folder / "snapshots" / commit / name).symlink_to(f"../../blobs/{etag}")
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    return folder
+
+
+@pytest.fixture
+def offline_hub(tiny_timm, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    state, _ = tiny_timm
+    weights = safetensors.torch.save(state)
+    config = json.dumps({"architecture": "mixer_s16_224", "num_classes": 5}).encode()
+    folder = _hub_cache(tmp_path / "hub", "timm/tiny_mixer", {"model.safetensors": weights, "config.json": config})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return folder
+
+
+def test_hub_offline_from_the_cache(offline_hub, tiny_timm):
+    _, expected = tiny_timm
+    model, variables = checkpoints.load_pretrained("hf-hub:timm/tiny_mixer", **TINY)  # config.json names the model
+    _check_logits(model, variables, expected)
+    model, variables = checkpoints.load_pretrained("mixer_s16_224", f"hf-hub:timm/tiny_mixer@{'a' * 40}", **TINY)
+    _check_logits(model, variables, expected)
+    with pytest.raises(checkpoints.DownloadError, match=r"HF_HUB_OFFLINE|offline"):
+        checkpoints.load_pretrained("mixer_s16_224", "hf-hub:timm/not_cached", **TINY)
+
+
+def test_hub_cache_tampering_is_caught(offline_hub):
+    blob = next(p for p in (offline_hub / "blobs").iterdir() if len(p.name) == 64)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.raises(checkpoints.ChecksumError, match=r"model\.safetensors.*changed on disk"):
+        checkpoints.load_pretrained("hf-hub:timm/tiny_mixer", **TINY)
+
+
+# --- downloads from a local HTTP server --------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serves `files` (path -> bytes) on 127.0.0.1; a path in `truncated` announces its size but sends half."""
+    files, truncated, hits = {}, set(), collections.Counter()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits[self.path] += 1
+            data = files.get(self.path)
+            if data is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2] if self.path in truncated else data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield argparse.Namespace(
+        url=f"http://127.0.0.1:{httpd.server_address[1]}", files=files, truncated=truncated, hits=hits
+    )
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _cache_files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_download_success_reuse_and_tampering(server, tiny_timm, tmp_path, monkeypatch):
+    state, expected = tiny_timm
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MIXER_ZOO_CACHE", str(cache))
+    server.files["/w/mixer.safetensors"] = safetensors.torch.save(state)
+    url = server.url + "/w/mixer.safetensors"
+    with pytest.warns(UserWarning, match="unverified"):
+        model, variables = checkpoints.load_pretrained("mixer_s16_224", url, source="timm", **TINY)
+    _check_logits(model, variables, expected)
+    model, variables = checkpoints.load_pretrained("mixer_s16_224", url, source="timm", **TINY)  # from the cache
+    _check_logits(model, variables, expected)
+    assert server.hits["/w/mixer.safetensors"] == 1
+    (entry,) = [p for p in cache.rglob("mixer.safetensors")]
+    recorded = json.loads(entry.with_name("mixer.safetensors.sha256.json").read_text())
+    assert recorded == {"url": url, "sha256": checkpoints.sha256_file(entry)}
+
+    entry.write_bytes(entry.read_bytes()[:-1] + b"\0")  # tampered after download
+    with pytest.raises(checkpoints.ChecksumError, match=f"{entry}.*changed on disk"):
+        checkpoints.load_pretrained("mixer_s16_224", url, source="timm", **TINY)
+
+
+def test_same_file_name_different_urls_are_different_entries(server, tiny_timm, tmp_path):
+    state, _ = tiny_timm
+    other = {k: v + 1 for k, v in state.items()}
+    server.files["/in1k/Mixer.safetensors"] = safetensors.torch.save(state)
+    server.files["/in21k/Mixer.safetensors"] = safetensors.torch.save(other)
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning):
+        first = checkpoints.cached_download(server.url + "/in1k/Mixer.safetensors", cache)
+        second = checkpoints.cached_download(server.url + "/in21k/Mixer.safetensors", cache)
+    assert first != second and first.read_bytes() != second.read_bytes()
+    assert second.read_bytes() == server.files["/in21k/Mixer.safetensors"]
+
+
+def test_interrupted_and_wrong_downloads_leave_nothing(server, tmp_path):
+    cache = tmp_path / "cache"
+    server.files["/cut.npz"] = b"x" * 100_000
+    server.truncated.add("/cut.npz")
+    with pytest.raises(checkpoints.DownloadError, match="closed after 50000 of 100000 bytes"):
+        checkpoints.cached_download(server.url + "/cut.npz", cache)
+    server.files["/ok.npz"] = b"y" * 1000
+    with pytest.raises(checkpoints.ChecksumError, match="expected 0000"):
+        checkpoints.cached_download(server.url + "/ok.npz", cache, "0" * 64)
+    assert _cache_files(cache) == []  # no partial file, no entry, no sidecar
+    good = hashlib.sha256(b"y" * 1000).hexdigest()
+    path = checkpoints.cached_download(server.url + "/ok.npz", cache, good)
+    assert path.read_bytes() == b"y" * 1000
+    with pytest.raises(checkpoints.DownloadError):
+        checkpoints.download("http://127.0.0.1:9/x.npz", tmp_path / "x.npz", timeout=5)
+
+
+def test_published_digest_prefixes_are_checked():
+    assert published_digest("https://x/jx_mixer_b16_224-76587d61.pth") == "76587d61"
+    assert published_digest("https://x/Mixer-B_16.npz") is None
+    assert digest_matches("76587d61" + "0" * 56, "76587d61")
+    assert not digest_matches("76587d61" + "0" * 56, "7658")  # too short to count
+
+
+# --- releases, official files, heads, presets -------------------------------------------------------------
+
+
+def test_release_catalogue():
+    text = str(zoo.model_info("mixer_b16_224"))
+    assert "mixer_b16_224.goog_in21k_ft_in1k: hf-hub:timm/mixer_b16_224.goog_in21k_ft_in1k" in text
+    assert "Mixer-B_16.npz; npz, converter 'official'; 1000 classes" in text and "paper top-1 76.44%" in text
+    assert "releases: none published" in str(zoo.model_info("mixer_s16_224"))
+    miil = zoo.pretrained_cfg("mixer_b16_224.miil_in21k_ft_in1k")
+    assert miil.model_overrides == {"approximate_gelu": False} and miil.std == (1.0, 1.0, 1.0)
+    assert (miil.source, miil.format, miil.interpolation) == ("timm", "safetensors", "bilinear")
+    entry, release, location = checkpoints.pretrained.resolve("mixer_l16_224.goog_in21k_ft_in1k")
+    assert (entry.name, release.source, location) == (
+        "mixer_l16_224",
+        "timm",
+        "hf-hub:timm/mixer_l16_224.goog_in21k_ft_in1k",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +287,12 @@ def official_npz(tmp_path_factory):
     return path, flatten(params)
 
 
-def test_official_file_loads_and_runs(official_npz):
+def test_official_file_and_new_head(official_npz):
     path, expected = official_npz
     model, variables = checkpoints.load_pretrained("mixer_s32_224", str(path))
     assert model.num_classes == 1000
     for key, value in flatten(variables["params"]).items():
         np.testing.assert_array_equal(value, expected[key])
-    logits = model.apply(variables, jnp.zeros((1, 224, 224, 3)))
-    assert logits.shape == (1, 1000)
-
-
-def test_new_head_is_reinitialised_and_the_trunk_kept(official_npz):
-    path, expected = official_npz
     model, variables = checkpoints.load_pretrained("mixer_s32_224", str(path), num_classes=10)
     params = flatten(variables["params"])
     assert model.num_classes == 10 and params["head/kernel"].shape == (512, 10)
@@ -41,25 +301,11 @@ def test_new_head_is_reinitialised_and_the_trunk_kept(official_npz):
     np.testing.assert_array_equal(params[key], expected[key])
 
 
-def test_download_is_cached_and_checked(official_npz, tmp_path, monkeypatch):
-    path, _ = official_npz
-    monkeypatch.setenv("MIXER_ZOO_CACHE", str(tmp_path / "cache"))
-    with pytest.warns(UserWarning, match="unverified"):
-        checkpoints.load_pretrained("mixer_s32_224", path.as_uri())
-    cached = list((tmp_path / "cache").rglob("Mixer-S_32.npz"))
-    assert len(cached) == 1 and checkpoints.sha256_file(cached[0]) == checkpoints.sha256_file(path)
-    with pytest.raises(checkpoints.ChecksumError, match="expected 0000"):
-        checkpoints.download(path.as_uri(), tmp_path / "other" / "x.npz", ("0000",))
-    assert not (tmp_path / "other" / "x.npz").exists()
-    with pytest.raises(checkpoints.DownloadError):
-        checkpoints.download("http://127.0.0.1:9/x.npz", tmp_path / "x.npz", timeout=5)
-
-
 def test_registered_release_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("MIXER_ZOO_CACHE", str(tmp_path))
     cfg = zoo.pretrained_cfg("mixer_b16_224.goog_in1k")
     assert cfg.url.endswith("imagenet1k/Mixer-B_16.npz") and cfg.num_classes == 1000
-    monkeypatch.setattr(checkpoints.pretrained, "download", _refuse)
+    monkeypatch.setattr(importlib.import_module("checkpoints.download"), "download", _refuse)
     with pytest.raises(checkpoints.DownloadError, match=r"Mixer-B_16\.npz"):
         checkpoints.load_pretrained("mixer_b16_224.goog_in1k")
 
@@ -91,3 +337,5 @@ def test_bad_paths_and_formats(tmp_path):
         checkpoints.load_pretrained("mixer_s32_224", str(tmp_path / "w.h5"))
     with pytest.raises(ValueError, match="unknown model 'mixer_s33_224'"):
         checkpoints.load_pretrained("mixer_s33_224", str(tmp_path / "w.h5"))
+    with pytest.raises(ValueError, match="not a Hugging Face Hub name"):
+        checkpoints.load_pretrained("hf-hub:no-slash")

@@ -74,7 +74,7 @@ def test_model_info():
     assert info.code.startswith("https://github.com/google-research/vision_transformer")
     assert dict(info.input_spec) == {"images": (224, 224, 3)}
     assert info.num_params == 59_880_472
-    assert info.pretrained == ("goog_in1k", "goog_in21k")
+    assert info.pretrained == ("goog_in1k", "goog_in21k", "goog_in21k_ft_in1k", "miil_in21k", "miil_in21k_ft_in1k")
     assert info.config["patch_size"] == 16 and info.data_config["mean"] == (0.5, 0.5, 0.5)
     assert zoo.pretrained_cfg("mixer_b16_224.goog_in21k").num_classes == 21843
 

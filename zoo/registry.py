@@ -46,8 +46,14 @@ class Paper:
 class PretrainedCfg:
     """One released set of weights for a model, and the preprocessing that travels with it (timm's PretrainedCfg).
 
-    `source` names the converter (`checkpoints.convert(..., source=...)`) that maps the file to our parameters.
-    `sha256` is checked after download when known.
+    `url` is an `https://` (or `file://`) URL, or a Hugging Face Hub repository `hf-hub:org/name` (its
+    `model.safetensors`, else `pytorch_model.bin`; `revision` pins a branch, tag or commit). `source` names the
+    converter (`checkpoints.convert(..., source=...)`) that maps the file to our parameters. `sha256` (the full
+    digest, or a published prefix of >= 8 hex digits) is checked after download and on every reuse of the cached
+    file. `model_overrides` are constructor fields the weights need (e.g. exact GELU for weights trained in
+    PyTorch); `state_dict_key` picks the weights inside a training checkpoint (`state_dict`, `model_ema`, ...).
+    `paper_top1` is the ImageNet-1k top-1 (%) the paper reports for these weights, `eval_top1` the one measured
+    on the released file (e.g. timm's results table); None where none is published.
     """
 
     url: str
@@ -61,6 +67,52 @@ class PretrainedCfg:
     interpolation: str = "bicubic"
     license: str = ""
     notes: str = ""
+    revision: str | None = None
+    format: str = ""  # npz, safetensors, pytorch; derived from `url` when empty
+    dataset: str = ""  # what the weights were trained on, e.g. "ImageNet-21k, fine-tuned on ImageNet-1k"
+    paper_top1: float | None = None
+    eval_top1: float | None = None
+    model_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    state_dict_key: str | None = None
+
+    def __post_init__(self):
+        if not self.format:
+            object.__setattr__(self, "format", file_format(self.url))
+
+    @property
+    def is_hub(self) -> bool:
+        return self.url.startswith("hf-hub:")
+
+    def summary(self) -> str:
+        """One line: where, what, how to preprocess, how good."""
+        accuracy = [f"paper top-1 {self.paper_top1}%" if self.paper_top1 is not None else ""]
+        accuracy += [f"measured top-1 {self.eval_top1}%" if self.eval_top1 is not None else ""]
+        parts = [
+            self.url + (f"@{self.revision}" if self.revision else ""),
+            f"{self.format}, converter {self.source!r}",
+            f"{self.num_classes} classes",
+            f"input {'x'.join(map(str, self.input_size))}",
+            f"mean {self.mean} std {self.std} crop {self.crop_pct} {self.interpolation}",
+            f"sha256 {self.sha256}" if self.sha256 else ("sha256 from the Hub" if self.is_hub else "no sha256"),
+            f"license {self.license or 'unknown'}",
+            *[a for a in accuracy if a],
+            self.dataset,
+        ]
+        return "; ".join(p for p in parts if p)
+
+
+def file_format(url: str) -> str:
+    """'npz', 'safetensors', 'pytorch' or '' from a URL, path or `hf-hub:` name (timm's Hub repos: safetensors)."""
+    if url.startswith("hf-hub:"):
+        return "safetensors"
+    name = url.partition("#")[0].lower()
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith(".safetensors"):
+        return "safetensors"
+    if name.endswith((".pth", ".pt", ".bin", ".ckpt", ".pth.tar")):
+        return "pytorch"
+    return ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +144,26 @@ class ModelInfo:
     num_params: int
     config: Mapping[str, Any]
     data_config: Mapping[str, Any]
-    pretrained: tuple[str, ...]
+    pretrained: tuple[str, ...]  # release tags
+    releases: Mapping[str, PretrainedCfg] = dataclasses.field(default_factory=dict)  # tag -> release
 
     @property
     def code(self) -> str:
         return self.paper.code
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.name}: {self.description}",
+            f"  family {self.family}, task {self.task}, {self.num_params:,} parameters, "
+            f"input {', '.join(f'{k} {s}' for k, s in self.input_spec.items())}",
+            f"  paper: {self.paper.title} ({self.paper.url}); code: {self.code}",
+        ]
+        if not self.releases:
+            lines.append("  releases: none published")
+        else:
+            lines.append("  releases:")
+            lines += [f"    {self.name}.{tag}: {cfg.summary()}" for tag, cfg in self.releases.items()]
+        return "\n".join(lines)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -257,6 +324,7 @@ def model_info(name: str) -> ModelInfo:
         config=entry.defaults,
         data_config=entry.data_config,
         pretrained=tuple(entry.pretrained),
+        releases=entry.pretrained,
     )
 
 
