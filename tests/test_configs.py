@@ -3,6 +3,7 @@ config under tfds.testing.mock_data (no network); the config-argument parser."""
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 import ml_collections
@@ -23,23 +24,49 @@ def test_config_validates_and_documents_itself(name, arg):
     module = importlib.import_module(f"train.configs.{name}")
     config = config_lib.validate(module.get_config(arg))
     doc = module.__doc__ or ""
-    assert "python -m train" in doc, f"{name}: the docstring must give the command"
-    assert "Hardware" in doc and ("Expected" in doc or "expected" in doc) and "ime" in doc
+    # The docstring gives its own command (full run and quicktest) and states the hardware, the wall time and the
+    # expected metric, each under its label (a figure, or why there is none).
+    assert f"python -m train --config=train/configs/{name}.py" in doc, f"{name}: the docstring must give the command"
+    assert f"--config=train/configs/{name}.py:quicktest" in doc, f"{name}: the docstring must give the quicktest"
+    for label in (r"Hardware:", r"Wall time( per run)?\b", r"Expected( metric)?:"):
+        assert re.search(rf"\b{label}\s*\S", doc), f"{name}: the docstring must state {label!r}"
     if arg == "quicktest":
         assert config.quicktest and 0 < config.total_steps <= 50
 
 
 def test_cifar10_quicktest_with_mock_tfds(tmp_path):
+    import numpy as np
+
+    import checkpoints
+    import zoo
     from train.configs import mixer_cifar10
+    from train.data.pipeline import EvalBatches
+    from train.inputs import build_inputs
 
     config = mixer_cifar10.get_config("quicktest")
     config.data.num_threads = 1
     with tfds.testing.mock_data(num_examples=100):
         results = train_and_evaluate(config, tmp_path)
+        test_source = build_inputs(config_lib.validate(config), zoo.get_entry(config.model_name)).test
+        (batch,) = list(EvalBatches(test_source, 100, 0, 1))
     assert results["traces"] == {"train_step": 1, "eval_step": 1}
     # mock_data serves num_examples for every split string (it ignores slices like train[90%:]).
     assert results["test_metrics"]["num_examples"] == results["val_metrics"]["num_examples"] == 100
-    assert 0.0 <= results["test_metrics"]["accuracy"] <= 1.0
+    # The reported test metrics are the exported model's on the 100 test images, recomputed here in NumPy.
+    model, variables = checkpoints.load_pretrained(tmp_path)
+    logits = np.asarray(model.apply(variables, batch["image"], train=False), np.float64)
+    labels, mask = batch["label"], batch["mask"] > 0
+    assert mask.all() and logits.shape == (100, 10)
+    log_probs = logits - logits.max(1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+    top = np.argsort(-logits, axis=1, kind="stable")
+    expected = {
+        "accuracy": np.mean(top[:, 0] == labels),
+        "top5": np.mean((top[:, :5] == labels[:, None]).any(1)),
+        "loss": -np.mean(log_probs[np.arange(100), labels]),
+    }
+    for key, value in expected.items():
+        assert results["test_metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
 def test_parse_arg():

@@ -429,13 +429,104 @@ def test_rrc_box_in_bounds(shape):
     assert (top, ch, cw) == (0, 10, 13) and left == (300 - 13) // 2
 
 
+def _ramp(size: int, channels: int) -> tuple[np.ndarray, list]:
+    """Channel c = a x + b y + k (x, y pixel indices): bilinear resampling reproduces it exactly inside."""
+    coeffs = [(4, 5, 10), (9, 2, 20), (-3, -4, 200)][:channels]
+    y, x = np.mgrid[0:size, 0:size]
+    return np.stack([a * x + b * y + k for a, b, k in coeffs], -1).astype(np.uint8), coeffs
+
+
+def _geometric_expected(name, sign, size, coeffs):
+    """The op as a map from output pixel centres to input points (PIL's frame: pixel i spans [i, i + 1)), applied
+    to the ramp; plus where the input point is inside the image and where it is clearly outside (fill 128)."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    t, c = np.deg2rad(30.0 * sign), size / 2
+    source = {
+        "shear_x": (x + sign * 0.3 * y, y),
+        "shear_y": (x, y + sign * 0.3 * x),
+        "translate_x": (x + sign * 0.45 * size, y),
+        "translate_y": (x, y + sign * 0.45 * size),
+        "rotate": (np.cos(t) * (x - c) - np.sin(t) * (y - c) + c, np.sin(t) * (x - c) + np.cos(t) * (y - c) + c),
+    }[name]
+    xi, yi = source[0] - 0.5, source[1] - 0.5
+    values = np.stack([a * xi + b * yi + k for a, b, k in coeffs], -1)
+    inside = (xi >= 0) & (xi <= size - 1) & (yi >= 0) & (yi <= size - 1)
+    outside = (xi < -1) | (xi > size) | (yi < -1) | (yi > size)
+    return values, inside, outside
+
+
+def _pixel_expected(name, a, factor):
+    """The colour ops from their definitions (PIL's ImageEnhance: blend a degenerate image with the original by
+    `factor`; ITU-R 601 luma for grayscale)."""
+    a = a.astype(np.float64)
+    luma = a[..., :1] if a.shape[-1] == 1 else (a @ np.array([0.299, 0.587, 0.114]))[..., None]
+    blend = lambda degenerate: np.clip(degenerate + factor * (a - degenerate), 0, 255)
+    if name == "identity":
+        return a
+    if name == "autocontrast":  # each channel stretched to [0, 255]
+        lo, hi = a.min((0, 1)), a.max((0, 1))
+        return (a - lo) * 255 / (hi - lo)
+    if name == "equalize":  # each channel's value -> 255 * (fraction of pixels below it), the top bin excluded
+        out = np.empty_like(a)
+        for ch in range(a.shape[-1]):
+            v = a[..., ch].astype(int)
+            hist = np.bincount(v.ravel(), minlength=256)
+            below = np.cumsum(hist) - hist
+            out[..., ch] = below[v] * 255 / (v.size - hist[v.max()])
+        return out
+    if name == "solarize":  # magnitude 10: threshold 0, every pixel inverted
+        return 255 - a
+    if name == "posterize":  # magnitude 10: 4 bits kept
+        return (a.astype(np.uint8) & 0xF0).astype(np.float64)
+    if name == "color":
+        return blend(luma)
+    if name == "contrast":
+        return blend(np.full_like(a, luma.mean()))
+    if name == "brightness":
+        return blend(np.zeros_like(a))
+    if name == "sharpness":  # blend with the 3x3 SMOOTH filter [[1,1,1],[1,5,1],[1,1,1]] / 13; the border is kept
+        smooth = a.copy()
+        h, w = a.shape[:2]
+        window = [a[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        smooth[1:-1, 1:-1] = (sum(window) + 4 * a[1:-1, 1:-1]) / 13
+        return blend(smooth)
+    raise AssertionError(name)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_randaugment_every_op(channels):
-    img = T.array_to_pil(gradient(20, 20)[..., :channels])
-    for name in T.RANDAUGMENT_OPS:
-        out = T.randaugment(img, rng(), num_ops=1, magnitude=10, ops=[name])
-        assert out.mode == img.mode and out.size == img.size
-    assert np.array_equal(np.asarray(T.randaugment(img, rng(), 1, 10, ops=["solarize"])), 255 - np.asarray(img))
+    """Each op at magnitude 10 against its definition computed here; signed ops match exactly one of the two
+    signs, and both signs occur across seeds."""
+    geometric = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+    ramp, coeffs = _ramp(20, channels)
+    noise = (np.random.default_rng(6).uniform(size=(64, 64, 3)) ** 2 * 200 + 30).astype(np.uint8)[..., :channels]
+    ops = [name for name in T.RANDAUGMENT_OPS if channels == 3 or name != "color"]
+    colour = ("identity", "autocontrast", "equalize", "solarize", "posterize", "color", "contrast", "brightness")
+    assert set(T.RANDAUGMENT_OPS) == {*geometric, *colour, "sharpness"}  # a new op needs its check here
+    for name in ops:
+        image = ramp if name in geometric else noise
+        pil = T.array_to_pil(image)
+        signs_seen = set()
+        for seed in range(4):
+            out_pil = T.randaugment(pil, rng(seed), num_ops=1, magnitude=10, ops=[name])
+            assert out_pil.mode == pil.mode and out_pil.size == pil.size, name
+            out = T.pil_to_array(out_pil).astype(np.float64).reshape(image.shape)
+            matches = []
+            for sign in (1.0, -1.0):
+                if name in geometric:
+                    values, inside, outside = _geometric_expected(name, sign, 20, coeffs)
+                    assert inside.sum() > 150 and outside.sum() > 20
+                    ok = np.abs(out - values)[inside].max() <= 1.01 and np.all(out[outside] == 128)
+                else:
+                    ok = np.abs(out - _pixel_expected(name, image, 1.0 + sign * 0.9)).max() <= 1.5
+                matches.append(ok)
+            signed = name in geometric or name in ("color", "contrast", "brightness", "sharpness")
+            assert sum(matches) == (1 if signed else 2), (name, seed, matches)
+            signs_seen.add(matches.index(True))
+        assert len(signs_seen) == (2 if signed else 1), name
+    solarized = T.randaugment(T.array_to_pil(noise), rng(), 1, 5, ops=["solarize"])  # threshold 128
+    expected = np.where(noise >= 128, 255 - noise, noise)
+    assert np.array_equal(T.pil_to_array(solarized).reshape(noise.shape), expected)
     tr = T.make_transform(True, image_size=16, mean=MEAN, std=STD, randaugment=(3, 10))
     outs = [tr({"image": gradient(20, 20)[..., :channels]}, rng(s))["image"] for s in range(12)]
     assert all(o.shape == (16, 16, channels) and np.isfinite(o).all() for o in outs)

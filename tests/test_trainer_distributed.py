@@ -1,6 +1,8 @@
 """The trainer across devices and processes, and killed mid-run: each run is a subprocess with a hard timeout."""
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ from trainer_utils import CLI_TINY, REPO, read_metrics, read_results, run_train
 
 import checkpoints
 from train.data.pipeline import EvalBatches, TrainBatches
+from train.trainer import params_digest
 
 
 def _free_port() -> int:
@@ -24,6 +27,20 @@ def _devices(n: int) -> dict[str, str]:
     return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
 
 
+def _probe(workdir_args, devices) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python -m train` through tests/train_probe.py: the run, and the devices and split leaves it really had."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "train_probe.py"), *workdir_args],
+        cwd=REPO,
+        env={**os.environ, **_devices(devices)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("probe: ")]
+    return proc, json.loads(lines[-1].removeprefix("probe: ")) if lines else {}
+
+
 def test_one_device_and_eight_devices_give_the_same_losses(tmp_path):
     args = [*CLI_TINY, "--config.total_steps=12", "--config.data.val_split=validation", "--config.eval_every_steps=6"]
     runs = {
@@ -32,9 +49,20 @@ def test_one_device_and_eight_devices_give_the_same_losses(tmp_path):
         # FSDP-style: every parameter of 64+ elements (and its Adam moments) split over the 8 devices.
         "fsdp": ([*args, "--config.mesh.fsdp=true", "--config.mesh.fsdp_min_size=64"], 8),
     }
+    probes = {}
     for name, (run_args, devices) in runs.items():
-        proc = run_train([*run_args, f"--workdir={tmp_path / name}"], env=_devices(devices))
+        proc, probes[name] = _probe([*run_args, f"--workdir={tmp_path / name}"], devices)
         assert proc.returncode == 0, proc.stderr[-3000:]
+    # The runs really had 1, 8 and 8 devices; only the FSDP run stored state in pieces, and it split every
+    # parameter of 64+ elements (with its Adam moments) 8 ways along one axis.
+    assert [probes[n]["devices"] for n in runs] == [1, 8, 8]
+    assert probes["one"]["split"] == probes["eight"]["split"] == {}
+    split = probes["fsdp"]["split"]
+    kernel = "params/MixerBlock_0/channel_mixing/Dense_0/kernel"  # [16, 32]: split along its 32 axis
+    assert split[kernel] == [[16, 32], [16, 4]]
+    assert any(path.startswith("opt_state/") and path.endswith(kernel.removeprefix("params/")) for path in split)
+    for global_shape, shard_shape in split.values():
+        assert np.prod(global_shape) >= 64 and np.prod(shard_shape) * 8 == np.prod(global_shape)
     losses_one = read_metrics(tmp_path / "one")
     assert sorted(losses_one) == list(range(1, 13))
     a = np.array(list(losses_one.values()))
@@ -141,11 +169,13 @@ def test_killed_run_resumes_exactly(tmp_path):
 
     resumed = run_train([*args, f"--workdir={workdir}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from step" in resumed.stderr
+    match = re.search(r"resumed from step (\d+)", resumed.stderr)
+    assert match, resumed.stderr[-3000:]
+    assert 40 <= int(match[1]) < 150 and int(match[1]) % 10 == 0  # a real resume, from a checkpoint mid-run
+    # Resuming is exact: the same parameters, bit for bit, and the same test metrics.
+    reference_results, resumed_results = read_results(tmp_path / "reference"), read_results(workdir)
+    assert resumed_results["params_digest"] == reference_results["params_digest"]
     expected, _, _ = checkpoints.load_params(tmp_path / "reference" / "model")
     actual, _, _ = checkpoints.load_params(workdir / "model")
-    flat_expected, flat_actual = checkpoints.flatten(expected), checkpoints.flatten(actual)
-    assert flat_expected.keys() == flat_actual.keys()
-    for key, value in flat_expected.items():
-        np.testing.assert_allclose(flat_actual[key], value, rtol=1e-6, atol=1e-6, err_msg=key)
-    assert read_results(workdir)["test_metrics"] == read_results(tmp_path / "reference")["test_metrics"]
+    assert params_digest(actual) == params_digest(expected) == reference_results["params_digest"]
+    assert resumed_results["test_metrics"] == reference_results["test_metrics"]

@@ -66,3 +66,15 @@ def read_metrics(workdir, prefix="train/loss") -> dict[int, float]:
 
 def read_results(workdir) -> dict:
     return json.loads(Path(workdir, "results.json").read_text())
+
+
+def read_checkpoint(workdir, step: int) -> tuple[dict, dict]:
+    """The raw state tree (numpy) and metadata of training checkpoint `step` in `workdir`, read with orbax directly
+    (no target structure, no code of the trainer's)."""
+    import orbax.checkpoint as ocp
+
+    step_dir = Path(workdir, "checkpoints", str(step)).absolute()
+    with ocp.StandardCheckpointer() as checkpointer:
+        state = checkpointer.restore(step_dir / "state")
+    meta = json.loads((step_dir / "meta" / "metadata").read_text())
+    return state, meta

@@ -10,7 +10,8 @@ Prepare the data once (needs TensorFlow: pip install -e ".[tfds-build]"), then t
 Recipe: AdamW (lr 1e-3, weight decay 0.05), 5 warmup epochs then cosine, 100 epochs of batch 128, pad-and-crop
 plus flips, RandAugment(2, 9), mixup 0.8 / cutmix 1.0, label smoothing 0.1, stochastic depth 0.1; 45k/5k
 train/validation split of the training set, the 10k test set for the final figure.
-Hardware: any; about 39k steps. Expected metric: not measured by this project yet (no CIFAR-10 copy on its
+Hardware: any; about 39k steps. Wall time: not measured by this project (no CIFAR-10 copy on its offline
+machines). Expected metric: not measured by this project yet (no CIFAR-10 copy on its
 offline machines), so no figure is claimed here; small Mixers trained from scratch like this are commonly
 reported in the high 80s.
 """
