@@ -4,7 +4,9 @@ The parameters are `flax.linen.Conv`'s (`kernel` `[k, k, in / groups, out]` HWIO
 and checkpoints do not see how a convolution is computed:
 - depthwise (groups == in == out): the sum of k*k shifted, strided slices times one weight per channel. XLA:CPU
   lowers grouped convolutions to a slow generic loop; the slices fuse into one elementwise pass, forward and
-  backward (3-3.5x faster forward + backward at MobileNet shapes, docs/benchmarks.md);
+  backward (3-3.5x faster forward + backward at MobileNet shapes, docs/benchmarks.md); with a channel multiplier
+  (groups == in, out = m * in: FFNet's downsample) the same on the input repeated m times (20-40x faster
+  forward + backward than the generic loop at FFNet's shapes);
 - 1x1, stride 1, no groups: one matrix product over the channels (about 2x faster than the 1x1 convolution);
 - anything else: `jax.lax.conv_general_dilated`.
 """
@@ -66,6 +68,10 @@ class Conv(nn.Module):
         x, kernel = x.astype(dtype), kernel.astype(dtype)
         if self.groups == channels == self.features:
             y = depthwise_conv2d(x, kernel, self.strides)
+        elif self.groups == channels and self.features % channels == 0:
+            # Depthwise with a channel multiplier m: group g owns outputs [g*m, (g+1)*m) (PyTorch's and XLA's
+            # contiguous convention), i.e. a depthwise convolution of each input channel repeated m times.
+            y = depthwise_conv2d(jnp.repeat(x, self.features // channels, axis=-1), kernel, self.strides)
         elif k == 1 and self.strides == 1 and self.groups == 1:
             y = jnp.einsum("bhwi,io->bhwo", x, kernel[0, 0])
         else:
