@@ -16,7 +16,7 @@ import optax
 OPTIMIZERS = ("adamw", "adam", "sgd", "lamb")
 SCHEDULES = ("constant", "cosine", "linear", "step", "epoch_cosine", "type1")
 WD_MASKS = ("default", "all")
-_NO_DECAY_NAMES = ("bias", "scale")
+_NO_DECAY_NAMES = ("bias", "scale", "A_logs")  # A_logs: S6 state matrices, not decayed in Mamba
 
 
 def default_optim_config() -> ml_collections.ConfigDict:

@@ -114,12 +114,13 @@ def summarize(rows: list[dict], paper: dict | None = None) -> str:
     for dataset, n_h, per_seed in averages:
         mse, mae = [p[0] for p in per_seed], [p[1] for p in per_seed]
         ref = paper.get(dataset)
-        gaps = (
-            f"{100 * (np.mean(mse) / ref[0] - 1):+.1f}% | {100 * (np.mean(mae) / ref[1] - 1):+.1f}%"
-            if ref and n_h == 4
-            else "- | -"
+        # A paper that reports no MAE (TSM2) gives NaN for it: shown as "-", not "nan".
+        known = [r is not None and np.isfinite(r) for r in (ref or (None, None))]
+        gaps = " | ".join(
+            f"{100 * (np.mean(ours) / ref[i] - 1):+.1f}%" if ref and n_h == 4 and known[i] else "-"
+            for i, ours in enumerate((mse, mae))
         )
-        reference = f"{ref[0]:.3f} / {ref[1]:.3f}" if ref else "-"
+        reference = " / ".join(f"{r:.3f}" if k else "-" for r, k in zip(ref, known, strict=True)) if ref else "-"
         lines.append(
             f"| {dataset} | {n_h} | {len(per_seed)} | {_mean_std(mse)} | {_mean_std(mae)} | {reference} | {gaps} |"
         )
