@@ -38,6 +38,9 @@ import zoo
 from benchmarks import step as bench_step
 from benchmarks.torch_affnet import affnet_peer
 from benchmarks.torch_afno import afno_peer
+from benchmarks.torch_ffnet import ffnet_peer
+from benchmarks.torch_msmlp import msmlp_peer
+from benchmarks.torch_ninformer import ninformer_peer
 from zoo.contract import as_hw
 
 # ----------------------------------------------------------------------------------------------- SOFTS in PyTorch
@@ -171,6 +174,9 @@ PEERS = {
     "softs": (softs_peer, {}, "TorchSOFTS in benchmarks/peers.py (PyTorch {torch} eager)"),
     "afno": (afno_peer, {}, "TorchAFNONet in benchmarks/torch_afno.py (PyTorch {torch} eager)"),
     "affnet": (affnet_peer, {}, "TorchAFFNet in benchmarks/torch_affnet.py (PyTorch {torch} eager)"),
+    "ffnet": (ffnet_peer, {}, "TorchFFNet in benchmarks/torch_ffnet.py (PyTorch {torch} eager)"),
+    "msmlp": (msmlp_peer, {}, "TorchMSMLP in benchmarks/torch_msmlp.py (PyTorch {torch} eager)"),
+    "ninformer": (ninformer_peer, {}, "TorchNiNformer in benchmarks/torch_ninformer.py (PyTorch {torch} eager)"),
 }
 
 

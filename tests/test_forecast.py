@@ -50,14 +50,16 @@ def test_forecast_writes_plot_csv_and_matching_metrics(softs_run):
     assert np.isfinite(first["OT_pred"]).all()
 
 
-def test_forecast_rejects_bad_arguments(softs_run, tmp_path):
+def test_forecast_rejects_bad_arguments(softs_run, tmp_path, capsys):
     workdir, _ = softs_run
-    with pytest.raises(ValueError, match="unknown channel 'XYZ'"):
-        forecast_main(["--workdir", str(workdir), "--channels", "XYZ"])
-    with pytest.raises(ValueError, match="out of range"):
-        forecast_main(["--workdir", str(workdir), "--windows", "5000"])
-    with pytest.raises(FileNotFoundError, match=r"config\.json not found"):
-        forecast_main(["--workdir", str(tmp_path)])
+    for argv, needle in (
+        (["--workdir", str(workdir), "--channels", "XYZ"], "unknown channel 'XYZ'"),
+        (["--workdir", str(workdir), "--windows", "5000"], "out of range"),
+        (["--workdir", str(tmp_path)], "config.json not found"),
+    ):
+        assert forecast_main(argv) == 2  # one line on stderr, no traceback
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("python -m train.forecast: error: ") and needle in err
 
 
 def test_forecasting_run_records_only_forecasting_hyper_parameters(softs_run):

@@ -91,7 +91,7 @@ def random_state_dict(cfg, seed=0):
 def test_parameter_counts_are_the_official_ones(name):
     cfg = dict(zoo.get_entry(name).defaults)
     by_layout = sum(math.prod(s) for s in official_shapes(cfg).values())
-    assert zoo.count_params(zoo.create_model(name)) == by_layout == OFFICIAL_COUNTS[name]
+    assert zoo.model_info(name).num_params == by_layout == OFFICIAL_COUNTS[name]
     assert num_params(msmlp_peer(name, zoo.create_model(name))) == OFFICIAL_COUNTS[name]
 
 

@@ -7,7 +7,7 @@
 """
 
 # Each family module registers its models on import.
-from zoo import affnet, afno, mlp_mixer, softs  # noqa: F401
+from zoo import affnet, afno, ffnet, mambamixer, mlp_mixer, msmlp, ninformer, softs  # noqa: F401
 from zoo.registry import (
     ModelInfo,
     Paper,

@@ -76,4 +76,4 @@ def convert(name: str, state_dict: Mapping[str, Any], source: str = "official", 
 
 
 # Converters register on import.
-from checkpoints.convert import affnet, afno, mlp_mixer, softs  # noqa: E402, F401
+from checkpoints.convert import affnet, afno, ffnet, mlp_mixer, msmlp, ninformer, softs  # noqa: E402, F401

@@ -28,7 +28,7 @@ reports 79.8% top-1 for AFFNet, 77.0% for AFFNet-T and 73.0% for AFFNet-ET with 
 not been run to completion here, so no figure is claimed for it.
 """
 
-from train.configs.common import base_config, model_fields, parse_arg
+from train.configs.common import base_config, model_fields, parse_arg, quicktest
 
 VARIANTS = ("affnet", "affnet_t", "affnet_et")
 
@@ -64,14 +64,5 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 5000
     c.log_every_steps = 500
     if args.quicktest:
-        c.quicktest = True
-        c.total_epochs = 0.0
-        c.total_steps = 20
-        c.batch_size = 8
-        c.eval_batch_size = 16
-        c.eval_every_epochs = 0
-        c.eval_every_steps = 10
-        c.log_every_steps = 10
-        c.checkpoint.every_steps = 10
-        c.optim.schedule.warmup_steps = 2
+        quicktest(c, batch_size=8, eval_batch_size=16)
     return c

@@ -58,4 +58,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     return out
 
 
-__all__ = ["DATA_FIELDS", "base_config", "model_fields", "parse_arg"]
+def quicktest(c: ml_collections.ConfigDict, *, batch_size: int, eval_batch_size: int) -> ml_collections.ConfigDict:
+    """The `quicktest` mode of a full config, in place: 20 steps of `batch_size`, evaluated and checkpointed every
+    10 steps, a 2-step warmup. A smoke test of the config's whole path (data, model, steps, checkpoints)."""
+    c.quicktest = True
+    c.total_epochs = 0.0
+    c.total_steps = 20
+    c.batch_size = batch_size
+    c.eval_batch_size = eval_batch_size
+    c.eval_every_epochs = 0
+    c.eval_every_steps = 10
+    c.log_every_steps = 10
+    c.checkpoint.every_steps = 10
+    c.optim.schedule.warmup_epochs = 0
+    c.optim.schedule.warmup_steps = 2
+    return c
+
+
+__all__ = ["DATA_FIELDS", "base_config", "model_fields", "parse_arg", "quicktest"]

@@ -16,7 +16,7 @@ offline machines), so no figure is claimed here; small Mixers trained from scrat
 reported in the high 80s.
 """
 
-from train.configs.common import base_config, model_fields, parse_arg
+from train.configs.common import base_config, model_fields, parse_arg, quicktest
 
 
 def get_config(arg=None):
@@ -48,15 +48,5 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 2000
     c.log_every_steps = 100
     if args.quicktest:
-        c.quicktest = True
-        c.total_epochs = 0.0
-        c.total_steps = 20
-        c.batch_size = 32
-        c.eval_batch_size = 64
-        c.eval_every_epochs = 0
-        c.eval_every_steps = 10
-        c.log_every_steps = 10
-        c.checkpoint.every_steps = 10
-        c.optim.schedule.warmup_epochs = 0
-        c.optim.schedule.warmup_steps = 2
+        quicktest(c, batch_size=32, eval_batch_size=64)
     return c

@@ -9,6 +9,8 @@ from zoo.layers.layer_scale import LayerScale
 from zoo.layers.mlp import MlpBlock, gelu
 from zoo.layers.norms import BatchNorm, layer_norm
 from zoo.layers.patch_embed import PatchEmbed
+from zoo.layers.scan import a_log_init, dt_bias_init, dt_kernel_init, selective_scan
+from zoo.layers.shift import channel_groups, roll_groups, shift_groups, split_groups
 from zoo.layers.star import STAR, softmax_pool, stochastic_pool
 
 __all__ = [
@@ -22,11 +24,19 @@ __all__ = [
     "PatchEmbed",
     "SpectralFilter1D",
     "SpectralFilter2D",
+    "a_log_init",
+    "channel_groups",
     "depthwise_conv2d",
+    "dt_bias_init",
+    "dt_kernel_init",
     "gelu",
     "layer_norm",
+    "roll_groups",
+    "selective_scan",
+    "shift_groups",
     "softmax_pool",
     "softshrink",
+    "split_groups",
     "stochastic_pool",
     "torch_bias_init",
     "torch_dense",
