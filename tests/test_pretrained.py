@@ -5,11 +5,9 @@ cache (one entry per URL, tampering caught), unsafe pickles refused, new heads, 
 import argparse
 import collections
 import hashlib
-import http.server
 import importlib
 import json
 import os
-import threading
 
 import jax
 import jax.numpy as jnp
@@ -164,36 +162,6 @@ def test_hub_cache_tampering_is_caught(offline_hub):
 
 
 # --- downloads from a local HTTP server --------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path):
-    """Serves `files` (path -> bytes) on 127.0.0.1; a path in `truncated` announces its size but sends half."""
-    files, truncated, hits = {}, set(), collections.Counter()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits[self.path] += 1
-            data = files.get(self.path)
-            if data is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2] if self.path in truncated else data)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield argparse.Namespace(
-        url=f"http://127.0.0.1:{httpd.server_address[1]}", files=files, truncated=truncated, hits=hits
-    )
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def _cache_files(root):

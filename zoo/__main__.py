@@ -20,7 +20,7 @@ def markdown_table() -> str:
         info = zoo.model_info(name)
         inputs = ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in info.input_spec.items())
         paper = f"[{info.paper.title}]({info.paper.url})"
-        releases = ", ".join(info.pretrained) or "-"
+        releases = ", ".join(info.pretrained) or ("none downloadable" if info.releases_note else "-")
         rows.append(f"| `{name}` | {info.task} | {info.num_params:,} | {inputs} | {paper} | {releases} |")
     return "\n".join(rows)
 

@@ -404,8 +404,13 @@ MODES = {
     "small": (((32, 1, 1, 4), (64, 3, 2, 4)), ((128, 2, 2, 4), (256, 4, 2, 4), (320, 3, 2, 4))),
 }
 
-_register = lambda: register_model(
-    AFFNet, family="affnet", task="classification", paper=AFFNET, data_config=DATA_CONFIG
+_register = lambda **kw: register_model(
+    AFFNet, family="affnet", task="classification", paper=AFFNET, data_config=DATA_CONFIG, **kw
+)
+# The official weights sit in OneDrive share folders (no direct-download URL).
+_ONEDRIVE = dict(
+    releases_note="the official weights are in OneDrive share folders linked from the microsoft/TokenMixers README "
+    "(no direct-download URL); fetch a file by hand and pass its path to checkpoints.load_pretrained(name, path)"
 )
 
 
@@ -414,19 +419,19 @@ def _mode(mode: str) -> dict:
     return dict(img_size=256, mv2_stages=mv2, aff_stages=aff)
 
 
-@_register()
+@_register(**_ONEDRIVE)
 def affnet_et():
     """AFFNet-ET (official mode xx_small) at 256x256: 1.4M parameters, 73.0% ImageNet top-1 (README)."""
     return _mode("xx_small")
 
 
-@_register()
+@_register(**_ONEDRIVE)
 def affnet_t():
     """AFFNet-T (official mode x_small) at 256x256: 2.6M parameters, 77.0% ImageNet top-1 (README)."""
     return _mode("x_small")
 
 
-@_register()
+@_register(**_ONEDRIVE)
 def affnet():
     """AFFNet (official mode small) at 256x256: 5.5M parameters, 79.8% ImageNet top-1 (README)."""
     return _mode("small")

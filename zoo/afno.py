@@ -228,15 +228,17 @@ AFNO = Paper(
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=0.9, interpolation="bicubic")
 
 _register = lambda **kw: register_model(AFNONet, family="afno", task="classification", paper=AFNO, **kw)
+_NONE = "NVlabs/AFNO-transformer publishes no ImageNet weights (its committed classification/checkpoint_best.pth is of "
+_NONE += "unknown configuration; FourCastNet's weights are a weather model)"
 
 
-@_register(data_config=IMAGENET)
+@_register(data_config=IMAGENET, releases_note=_NONE)
 def afnonet_d256_224():
     """AFNONet of the official README command: width 256, 4 filter blocks, 12 layers, patch 4 at 224x224."""
     return dict(img_size=224, patch_size=4, embed_dim=256, depth=12, num_blocks=4)
 
 
-@_register(data_config=IMAGENET)
+@_register(data_config=IMAGENET, releases_note=_NONE)
 def afnonet_d384_224():
     """AFNONet with the defaults of the official training script: width 384, 1 filter block, 12 layers, patch 4."""
     return dict(img_size=224, patch_size=4, embed_dim=384, depth=12, num_blocks=1)

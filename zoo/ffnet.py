@@ -53,7 +53,7 @@ import numpy as np
 
 from zoo.contract import as_hw, check_images
 from zoo.layers import BatchNorm, ClassifierHead, Conv, DropPath, gelu
-from zoo.registry import Paper, register_model
+from zoo.registry import Paper, PretrainedCfg, register_model
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d default, used by every FFNet norm
 REP_KERNEL = 7  # the kernel size whose convs are RepVGGDW (official: `if ks == 7`)
@@ -491,9 +491,46 @@ FFNET = Paper(
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _data = lambda crop_pct: dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=crop_pct, interpolation="bicubic")
-_register = lambda crop_pct: register_model(
-    FFNet, family="ffnet", task="classification", paper=FFNET, data_config=_data(crop_pct)
+_register = lambda crop_pct, **kw: register_model(
+    FFNet, family="ffnet", task="classification", paper=FFNET, data_config=_data(crop_pct), **kw
 )
+
+_GITHUB = "https://github.com/ysj9909/FFNet/releases/download/v1.0"
+_FROM_SCRATCH = "ImageNet-1k from scratch (300 epochs)"
+_DISTILLED = "ImageNet-1k (300 epochs), hard distillation from a RegNetY-160 teacher"
+_FINE_TUNED = "ImageNet-1k, fine-tuned at 384x384 (30 epochs)"
+
+
+def _release(file: str, img_size: int, crop_pct: float, paper_top1: float, dataset: str) -> PretrainedCfg:
+    """A `.pth.tar` of the GitHub release v1.0 (no sha256 is published): a timm training checkpoint, the unfused
+    (trained) layout under `state_dict`. Whether the files also keep timm's `state_dict_ema`, and whether the README
+    accuracies are the EMA's, is not known (pass `state_dict_key="state_dict_ema"` to load the EMA weights)."""
+    return PretrainedCfg(
+        url=f"{_GITHUB}/{file}",
+        source="official",
+        num_classes=1000,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        input_size=(img_size, img_size, 3),
+        crop_pct=crop_pct,
+        interpolation="bicubic",
+        license="none stated (see the official repository)",
+        notes="timm training checkpoint, unfused weights under `state_dict`; top-1 from the official README",
+        dataset=dataset,
+        paper_top1=paper_top1,
+        state_dict_key="state_dict",
+    )
+
+
+def _releases(name: str, img_size: int, crop_pct: float, paper_top1: float, distilled_top1: float | None = None):
+    """`in1k` (and `in1k_dist`, the `<name>_distillation.pth.tar` file, where the README lists one)."""
+    dataset = _FROM_SCRATCH if img_size == 256 else _FINE_TUNED
+    releases = {"in1k": _release(f"{name}.pth.tar", img_size, crop_pct, paper_top1, dataset)}
+    if distilled_top1 is not None:
+        file = f"{name}_distillation.pth.tar"
+        releases["in1k_dist"] = _release(file, img_size, crop_pct, distilled_top1, _DISTILLED)
+    return releases
+
 
 _STAGE_KERNELS = dict(kernel_sizes1=(3, 3, 7, 7), kernel_sizes2=(3, 3, 7, 7), expansion_ratios=(3, 3, 3, 3))
 _FFNET_3 = dict(
@@ -506,7 +543,7 @@ _FFNET_3 = dict(
 )
 
 
-@_register(0.9)
+@_register(0.9, pretrained=_releases("ffnet_1", 256, 0.9, 81.3, 82.1))
 def ffnet_1():
     """FFNet-1 at 256x256: 13.7M parameters re-parameterised (13.8M as trained), 81.3% ImageNet top-1 (README)."""
     return dict(
@@ -519,7 +556,7 @@ def ffnet_1():
     )
 
 
-@_register(0.9)
+@_register(0.9, pretrained=_releases("ffnet_2", 256, 0.9, 82.9, 83.7))
 def ffnet_2():
     """FFNet-2 at 256x256: 26.9M parameters re-parameterised (27.2M as trained), 82.9% ImageNet top-1 (README)."""
     return dict(
@@ -532,19 +569,19 @@ def ffnet_2():
     )
 
 
-@_register(0.95)
+@_register(0.95, pretrained=_releases("ffnet_3", 256, 0.95, 83.9, 84.5))
 def ffnet_3():
     """FFNet-3 at 256x256: 48.3M parameters re-parameterised (48.8M as trained), 83.9% ImageNet top-1 (README)."""
     return dict(img_size=256, drop_path_rate=0.35, **_FFNET_3)
 
 
-@_register(0.95)
+@_register(0.95, pretrained=_releases("ffnet_3_384", 384, 0.95, 84.5))
 def ffnet_3_384():
     """FFNet-3 fine-tuned at 384x384 (drop path 0.4): 48.3M parameters re-parameterised, 84.5% top-1 (README)."""
     return dict(img_size=384, drop_path_rate=0.4, **_FFNET_3)
 
 
-@_register(0.95)
+@_register(0.95, pretrained=_releases("ffnet_4_384", 384, 0.95, 85.3))
 def ffnet_4_384():
     """FFNet-4 at 384x384 (fine-tune drop path 0.5): 79.2M parameters re-parameterised, 85.3% top-1 (README)."""
     return dict(

@@ -53,7 +53,7 @@ from zoo.layers import (
 )
 from zoo.layers.fusion import materialize_cotangent
 from zoo.layers.shift import channel_groups, roll_groups
-from zoo.registry import Paper, register_model
+from zoo.registry import Paper, PretrainedCfg, register_model
 
 
 def trunc_normal(std: float):
@@ -360,20 +360,45 @@ IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=
 
 _register = lambda **kw: register_model(MSMLP, family="msmlp", task="classification", paper=MSMLP_PAPER, **kw)
 
+_AZURE = "https://tsciencescu.blob.core.windows.net/projectshzheng/MSMLP/released_model"
 
-@_register(data_config=IMAGENET)
+
+def _release(size: str, paper_top1: float) -> dict[str, PretrainedCfg]:
+    """The README's `msmlp_{size}` file: the Swin-style training checkpoint of the last of 300 epochs (no sha256 is
+    published). The weights are under `model`; the file also holds `optimizer`, `lr_scheduler`, `max_accuracy`,
+    `epoch` and the yacs `config`, which our reader keeps as an inert record (nothing of it runs)."""
+    return {
+        "in1k": PretrainedCfg(
+            url=f"{_AZURE}/msmlp_{size}_patch4/msmlp_{size}_patch4_ckpt_epoch299.pth",
+            source="official",
+            num_classes=1000,
+            mean=IMAGENET["mean"],
+            std=IMAGENET["std"],
+            input_size=(224, 224, 3),
+            crop_pct=IMAGENET["crop_pct"],
+            interpolation=IMAGENET["interpolation"],
+            license="MIT (the official repository's LICENSE; no separate terms for the weights)",
+            notes="Swin-style training checkpoint, weights under `model`; top-1 from the official README",
+            dataset="ImageNet-1k from scratch (300 epochs)",
+            paper_top1=paper_top1,
+            state_dict_key="model",
+        )
+    }
+
+
+@_register(data_config=IMAGENET, pretrained=_release("tiny", 82.1))
 def msmlp_tiny():
     """MS-MLP-Tiny at 224x224: width 96, depths 3-3-9-3, 28.7M parameters, 82.1% ImageNet top-1 (README)."""
     return dict(embed_dim=96, depths=(3, 3, 9, 3), drop_path_rate=0.1)
 
 
-@_register(data_config=IMAGENET)
+@_register(data_config=IMAGENET, pretrained=_release("small", 83.4))
 def msmlp_small():
     """MS-MLP-Small at 224x224: width 96, depths 3-3-27-3, 50.3M parameters, 83.4% ImageNet top-1 (README)."""
     return dict(embed_dim=96, depths=(3, 3, 27, 3), drop_path_rate=0.4)
 
 
-@_register(data_config=IMAGENET)
+@_register(data_config=IMAGENET, pretrained=_release("base", 83.8))
 def msmlp_base():
     """MS-MLP-Base at 224x224: width 128, depths 3-3-27-3, 88.7M parameters, 83.8% ImageNet top-1 (README)."""
     return dict(embed_dim=128, depths=(3, 3, 27, 3), drop_path_rate=0.5)

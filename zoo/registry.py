@@ -25,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 TASKS = ("classification", "forecasting")
 
@@ -126,6 +127,7 @@ class ModelEntry:
     description: str
     data_config: Mapping[str, Any]
     pretrained: Mapping[str, PretrainedCfg]
+    releases_note: str = ""
 
     def accepted_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(self.module_cls) if f.name not in ("parent", "name"))
@@ -146,6 +148,7 @@ class ModelInfo:
     data_config: Mapping[str, Any]
     pretrained: tuple[str, ...]  # release tags
     releases: Mapping[str, PretrainedCfg] = dataclasses.field(default_factory=dict)  # tag -> release
+    releases_note: str = ""  # why a model without releases has none we can download
 
     @property
     def code(self) -> str:
@@ -159,7 +162,8 @@ class ModelInfo:
             f"  paper: {self.paper.title} ({self.paper.url}); code: {self.code}",
         ]
         if not self.releases:
-            lines.append("  releases: none published")
+            note = f"none downloadable: {self.releases_note}" if self.releases_note else "none published"
+            lines.append(f"  releases: {note}")
         else:
             lines.append("  releases:")
             lines += [f"    {self.name}.{tag}: {cfg.summary()}" for tag, cfg in self.releases.items()]
@@ -182,8 +186,12 @@ def register_model(
     paper: Paper,
     data_config: Mapping[str, Any] | None = None,
     pretrained: Mapping[str, PretrainedCfg] | None = None,
+    releases_note: str = "",
 ) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], dict[str, Any]]]:
-    """Registers the decorated function's name as a model built by `module_cls(**fn())`."""
+    """Registers the decorated function's name as a model built by `module_cls(**fn())`.
+
+    `pretrained` lists the released weights by tag; a paper-size model without any says why in `releases_note`.
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
@@ -205,6 +213,7 @@ def register_model(
             description=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
             data_config=MappingProxyType({**DEFAULT_DATA_CONFIG, **(data_config or {})}),
             pretrained=MappingProxyType(dict(pretrained or {})),
+            releases_note=releases_note,
         )
         unknown = sorted(set(defaults) - set(entry.accepted_fields()))
         if unknown:
@@ -251,12 +260,37 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
             f"{entry.name} ({entry.module_cls.__name__}) does not accept {unknown}; accepted fields: "
             f"{', '.join(accepted)}"
         )
+    _check_types(entry, overrides)
     kwargs = dict(entry.defaults)
     _, tag = split_name(name)
     if tag is not None and "num_classes" in accepted:
         kwargs["num_classes"] = entry.pretrained[tag].num_classes
     kwargs.update(overrides)
     return entry.module_cls(**kwargs)
+
+
+_SCALAR_TYPES = {"bool": bool, "int": int, "float": float}
+
+
+def _check_types(entry: ModelEntry, overrides: Mapping[str, Any]) -> None:
+    """A bool, int or float field given a value of another kind (`use_norm='no'` is a true string) is refused."""
+    for field in dataclasses.fields(entry.module_cls):
+        kind = _SCALAR_TYPES.get(field.type if isinstance(field.type, str) else getattr(field.type, "__name__", ""))
+        if kind is None or field.name not in overrides:
+            continue
+        value = overrides[field.name]
+        if kind is bool:
+            ok = isinstance(value, bool | np.bool_)
+        elif kind is int:
+            ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if not ok:
+            article = "an" if kind is int else "a"
+            raise TypeError(
+                f"{entry.name}: field {field.name} must be {article} {kind.__name__}, got {type(value).__name__} "
+                f"{value!r}"
+            )
 
 
 def list_models(pattern: str = "*", task: str | None = None, pretrained: bool = False) -> list[str]:
@@ -325,6 +359,7 @@ def model_info(name: str) -> ModelInfo:
         data_config=entry.data_config,
         pretrained=tuple(entry.pretrained),
         releases=entry.pretrained,
+        releases_note="" if entry.pretrained else entry.releases_note,
     )
 
 

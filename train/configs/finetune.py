@@ -3,7 +3,8 @@
     tfds build cifar10 --file_format=array_record --data_dir=$MIXER_ZOO_DATA/tfds
     python -m train --config=train/configs/finetune.py --workdir=runs/mixer_b16_cifar10 \
         --config.data.data_dir=$MIXER_ZOO_DATA/tfds
-    # Any release, file or run: --config.init_from=... (with --config.model_name=... for a file)
+    # Any release (its model follows): train/configs/finetune.py:init_from=msmlp_tiny.in1k
+    # A file or run: --config.init_from=... (with --config.model_name=... for a file)
     python -m train --config=train/configs/finetune.py:quicktest,init_from=runs/default --workdir=/tmp/ft
 
 The weights (`mixer_b16_224.goog_in21k`, the official `imagenet21k/Mixer-B_16.npz`, 21,843 classes) are
@@ -25,13 +26,17 @@ reports ~98% on CIFAR-10 for Mixer-B/16 pre-trained on ImageNet-21k.
 for 20 steps: a check of the mechanism, no download.
 """
 
+import zoo
 from train.configs.common import base_config, model_fields, parse_arg
 
 
 def get_config(arg=None):
     args = parse_arg(arg, quicktest=False, init_from="mixer_b16_224.goog_in21k", lr=0.01)
     c = base_config()
-    c.model_name = "mixer_b16_224"
+    # A registered release picks its model (`init_from=msmlp_tiny.in1k`); a file or run keeps Mixer-B/16 unless
+    # --config.model_name says otherwise.
+    release = args.init_from in zoo.list_models(pretrained=True)
+    c.model_name = args.init_from.partition(".")[0] if release else "mixer_b16_224"
     c.model = model_fields(c.model_name)
     c.init_from = args.init_from
     c.task.name = "classification"
