@@ -35,6 +35,7 @@ _ITEMS = ("state", "meta")
 # What a step folder written by this library (through orbax) may hold; anything else there is the user's.
 _OWN_NAMES = frozenset((*_ITEMS, "_CHECKPOINT_METADATA", "commit_success.txt"))
 _VARIABLES, _LEGACY_PARAMS = "variables", "params"  # a preset's orbax item (older presets: params)
+_CHECKSUMS = "checksums.json"  # a preset's per-leaf crc32, shape and dtype, verified on every load
 _barrier_ids = itertools.count()
 
 
@@ -46,8 +47,9 @@ class CheckpointStructureError(ValueError):
     """The restore target does not have the checkpoint's tree structure or shapes."""
 
 
-class CorruptCheckpointError(RuntimeError):
-    """A step's data does not match the checksums recorded when it was saved."""
+class CorruptCheckpointError(OSError):
+    """A checkpoint's or preset's files are damaged: data differs from the checksums recorded on save, or a file
+    cannot be read (an OSError, so every command line reports it in one line)."""
 
 
 @dataclasses.dataclass
@@ -365,7 +367,8 @@ def _pure_dict(tree, path: str = "") -> dict:
 
 
 def save_variables(directory, variables, *, config: dict, metadata: dict | None = None) -> None:
-    """Writes a preset directory: `variables/` (orbax), `metadata.json`, then `config.json` last.
+    """Writes a preset directory: `variables/` (orbax), `checksums.json` (a crc32 per array, verified by every
+    load), `metadata.json`, then `config.json` last.
 
     `config` is what rebuilds the model (the registered model name plus constructor overrides); `variables` the
     model's collections, `{"params": ..., "batch_stats": ...}`, as nested string-keyed dicts of arrays (a
@@ -378,10 +381,17 @@ def save_variables(directory, variables, *, config: dict, metadata: dict | None 
     _check_no_prng_keys(_leaves(variables))
     config_text = json.dumps(config, indent=2, sort_keys=True)
     metadata_text = json.dumps(metadata or {}, indent=2, sort_keys=True)
+    leaves = _leaves(variables)
+    checksums = {
+        path: {"shape": list(_shape(x)), "dtype": str(x.dtype), "crc32": _crc32(a)}
+        for (path, x), a in zip(leaves, _to_host(leaves))
+        if a is not None
+    }
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(directory / _VARIABLES, variables, force=True)
     if jax.process_index() == 0:
+        (directory / _CHECKSUMS).write_text(json.dumps(checksums, indent=1, sort_keys=True))
         (directory / "metadata.json").write_text(metadata_text)
         (directory / "config.json").write_text(config_text)
 
@@ -402,7 +412,8 @@ def load_variables(directory, target=None) -> tuple[dict, dict, dict]:
 
     Without `target` the variables come back as numpy arrays; with one (arrays or `jax.ShapeDtypeStruct`s with
     shardings, every collection) they take its dtypes and shardings, after a strict structure check. A preset of
-    an older version (a `params/` item) reads as `{"params": ...}`.
+    an older version (a `params/` item) reads as `{"params": ...}`. Raises CorruptCheckpointError, naming the
+    directory, when its files are damaged: an array differs from its checksum or a file cannot be read.
     """
     directory = Path(directory).absolute()
     item = _VARIABLES if (directory / _VARIABLES).exists() else _LEGACY_PARAMS
@@ -411,21 +422,60 @@ def load_variables(directory, target=None) -> tuple[dict, dict, dict]:
             raise FileNotFoundError(
                 f"{directory / name} not found (a preset directory holds config.json, metadata.json and variables/)"
             )
-    config = json.loads((directory / "config.json").read_text())
-    metadata = json.loads((directory / "metadata.json").read_text())
+    config, metadata, checksums = (_read_json(directory / n) for n in ("config.json", "metadata.json", _CHECKSUMS))
     wrap = (lambda tree: {"params": tree}) if item == _LEGACY_PARAMS else (lambda tree: tree)
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        stored = wrap(checkpointer.metadata(directory / item).item_metadata.tree)
+    try:
+        with ocp.PyTreeCheckpointer() as checkpointer:
+            stored = wrap(checkpointer.metadata(directory / item).item_metadata.tree)
         if target is None:
             restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
             if item == _LEGACY_PARAMS:
                 restore_args = restore_args["params"]
-            tree = checkpointer.restore(directory / item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-            return wrap(tree), config, metadata
-    _check_structure({p: m.shape for p, m in _leaves(stored)}, target, f"preset {directory}")
-    with ocp.StandardCheckpointer() as checkpointer:
-        tree = checkpointer.restore(directory / item, target["params"] if item == _LEGACY_PARAMS else target)
-    return wrap(tree), config, metadata
+            with ocp.PyTreeCheckpointer() as checkpointer:
+                args = ocp.args.PyTreeRestore(restore_args=restore_args)
+                tree = wrap(checkpointer.restore(directory / item, args=args))
+        else:
+            _check_structure({p: m.shape for p, m in _leaves(stored)}, target, f"preset {directory}")
+            inner = target["params"] if item == _LEGACY_PARAMS else target
+            with ocp.StandardCheckpointer() as checkpointer:
+                tree = wrap(checkpointer.restore(directory / item, inner))
+    except CheckpointStructureError:
+        raise
+    except Exception as e:  # tensorstore / orbax read errors of a damaged or half-deleted preset
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise CorruptCheckpointError(f"preset {directory} is damaged or incomplete: {first}") from None
+    if checksums is not None:
+        _verify_preset(directory, tree, checksums)
+    return tree, config, metadata
+
+
+def _read_json(path: Path):
+    """A preset's JSON file (None when absent: presets written before checksums existed have none)."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptCheckpointError(f"{path} is damaged: it does not parse as JSON ({e})") from None
+
+
+def _verify_preset(directory: Path, tree, checksums: dict) -> None:
+    """Raises CorruptCheckpointError naming every leaf whose data differs from the checksums written on save."""
+    leaves = _leaves(tree)
+    missing = sorted(checksums.keys() - {p for p, _ in leaves})
+    corrupt = [
+        p
+        for (p, _), a in zip(leaves, _to_host(leaves))
+        if a is not None and p in checksums and str(a.dtype) == checksums[p]["dtype"]
+        and _crc32(a) != checksums[p]["crc32"]
+    ]
+    if missing or corrupt:
+        problems = [f"checksum mismatch in {_listing(corrupt)}"] if corrupt else []
+        problems += [f"missing {_listing(missing)}"] if missing else []
+        raise CorruptCheckpointError(
+            f"preset {directory} is damaged: {'; '.join(problems)} (its files changed since it was saved; "
+            "re-export or re-download it)"
+        )
 
 
 def load_params(directory, target=None) -> tuple[dict, dict, dict]:

@@ -140,8 +140,8 @@ def test_leftover_tmp_and_empty_step_are_cleaned(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
 
 
-def _zero_middle_of_largest_file(step_dir: Path) -> None:
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+def _zero_middle_of_largest_file(step_dir: Path, item: str = "state") -> None:
+    files = [p for p in (step_dir / item).rglob("*") if p.is_file() and p.parent.name == "d"]
     target = max(files, key=lambda p: p.stat().st_size)
     data = bytearray(target.read_bytes())
     mid = len(data) // 2
@@ -309,7 +309,8 @@ def test_save_and_load_params_preset(tmp_path):
     params = {"Dense_0": dict(params), "scale": jnp.ones(3, jnp.bfloat16)}
     config = {"model": "mixer_s16_224", "num_classes": 10}
     save_params(tmp_path / "preset", params, config=config, metadata={"source": "test"})
-    assert sorted(p.name for p in (tmp_path / "preset").iterdir()) == ["config.json", "metadata.json", "variables"]
+    listing = sorted(p.name for p in (tmp_path / "preset").iterdir())
+    assert listing == ["checksums.json", "config.json", "metadata.json", "variables"]
     assert json.loads((tmp_path / "preset" / "config.json").read_text()) == config
 
     loaded, cfg, meta = load_params(tmp_path / "preset")
@@ -333,6 +334,29 @@ def test_save_and_load_params_preset(tmp_path):
         save_params(tmp_path / "bad", {"a": {0: jnp.ones(2)}}, config={})
     with pytest.raises(TypeError, match="list at params/a"):
         save_params(tmp_path / "bad", {"a": [jnp.ones(2)]}, config={})
+
+
+def test_damaged_presets_are_refused_naming_the_file(tmp_path):
+    """Flipped bytes in a preset's data load silently through orbax; the checksums written on save catch them,
+    with or without a restore target. An unreadable or half-deleted preset is the same one clear error."""
+    noise = jax.random.bits(jax.random.key(1), (128, 128), jnp.uint32)  # incompressible: stored raw
+    variables = {"params": {"w": noise, "b": jnp.arange(8.0)}, "batch_stats": {"mean": jnp.ones(4)}}
+    save_variables(tmp_path / "preset", variables, config={"model_name": "m"})
+    assert_tree_equal(load_variables(tmp_path / "preset")[0], jax.tree.map(np.asarray, variables))
+    _zero_middle_of_largest_file(tmp_path / "preset", "variables")
+    for target in (None, abstract(variables)):
+        with pytest.raises(CorruptCheckpointError, match=r"preset .*preset is damaged: checksum mismatch in params/w"):
+            load_variables(tmp_path / "preset", target)
+
+    (tmp_path / "preset" / "checksums.json").write_text("{not json")
+    with pytest.raises(CorruptCheckpointError, match=r"checksums\.json is damaged: it does not parse"):
+        load_variables(tmp_path / "preset")
+    save_variables(tmp_path / "half", variables, config={"model_name": "m"})
+    for path in (tmp_path / "half" / "variables").rglob("*"):
+        if path.is_file() and path.stat().st_size > 10_000:
+            path.unlink()
+    with pytest.raises(CorruptCheckpointError, match=r"half is damaged or incomplete"):
+        load_variables(tmp_path / "half")
 
 
 def test_preset_variables_keep_every_collection(tmp_path):

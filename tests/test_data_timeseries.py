@@ -346,12 +346,39 @@ def test_real_files_with_crlf_and_slash_dates():
         ("date,a,OT", ["2020-01-01,1,2", "2020-01-02,2,3", ",3,4"], r"cannot parse an empty date on line 4"),
         ("date,a,OT", [], r"no data rows"),
         ("date", ["2020-01-01"], r"no value columns"),
+        (
+            "date,a,OT",
+            ["2020-01-01,1,2", "2020-01-03,2,3", "2020-01-02,3,4"],
+            r"dates must be in time order; line 4 \(2020-01-02\) comes before line 3 \(2020-01-03\)",
+        ),
+        ("date,a,OT", ["2020-01-01,1,2", "2020-01-02,1e39,3"], r"column 'a' has 1 value\(s\) too large for float32"),
     ],
 )
 def test_bad_csv_raises_naming_file_and_problem(tmp_path, header, rows, message):
     path = write_csv(tmp_path / "bad.csv", rows, header=header)
     with pytest.raises(ts.DataError, match=r"bad\.csv: " + message):
         ts.forecasting_dataset(path, "train", 1, 1)
+
+
+def test_repeated_dates_are_reported_and_kept_in_file_order(tmp_path, caplog):
+    """The standard weather.csv repeats one timestamp; such files load, and the log says where."""
+    rows = hourly_rows(30)
+    rows[5] = rows[4].split(",")[0] + "," + rows[5].split(",", 1)[1]
+    path = write_csv(tmp_path / "repeat.csv", rows)
+    with caplog.at_level("WARNING"):
+        table = ts.read_table(path)
+    assert len(table.dates) == 30 and table.dates[4] == table.dates[5]
+    assert "1 repeated date(s)" in caplog.text and "on lines 6 and 7" in caplog.text
+
+
+def test_a_named_data_directory_that_does_not_exist_is_an_error_and_not_created(tmp_path, monkeypatch):
+    missing = tmp_path / "mispelled"
+    with pytest.raises(ts.DataError, match=r"mispelled \(from data\.data_dir\) does not exist"):
+        ts.resolve("ETTh1", data_dir=missing)
+    monkeypatch.setenv(ts.ENV_VAR, str(missing))
+    with pytest.raises(ts.DataError, match=r"mispelled \(from \$MIXER_ZOO_DATA\) does not exist"):
+        ts.resolve("ETTh1")
+    assert not missing.exists()
 
 
 def test_split_too_short(tmp_path):
@@ -417,6 +444,7 @@ def test_data_directory_layouts(tmp_path, monkeypatch):
 def test_download_from_file_url(tmp_path, monkeypatch):
     monkeypatch.setitem(ts.SOURCES, "ETTh1.csv", ts.Source((shared("ETTh1.csv").as_uri(),), (SHA_ETTH1,)))
     root = tmp_path / "cache"
+    root.mkdir()  # a data directory the user names must exist
     ds = ts.forecasting_dataset("etth1", "test", 96, 96, data_dir=root)
     assert len(ds) == 2785 and ds.path == root / "ETTh1.csv"
     assert sha256(root / "ETTh1.csv") == SHA_ETTH1 and sorted(os.listdir(root)) == ["ETTh1.csv"]
@@ -429,6 +457,7 @@ def test_download_zip_member_after_a_failed_mirror(tmp_path, monkeypatch):
     urls = ("http://127.0.0.1:9/national_illness.csv", archive.as_uri() + "#illness/national_illness.csv")
     monkeypatch.setitem(ts.SOURCES, "national_illness.csv", ts.Source(urls, ts.SOURCES["national_illness.csv"].sha256))
     root = tmp_path / "cache"
+    root.mkdir()  # a data directory the user names must exist
     path = ts.fetch("ILI", data_dir=root)
     assert path == root / "national_illness.csv" and sorted(os.listdir(root)) == ["national_illness.csv"]
     assert sha256(path) == sha256(shared("national_illness.csv"))
@@ -439,6 +468,7 @@ def test_checksum_mismatch_leaves_nothing_behind(tmp_path, monkeypatch):
     expected = "0" * 64
     monkeypatch.setitem(ts.SOURCES, "ETTh1.csv", ts.Source((pathlib.Path(copy).as_uri(),), (expected,)))
     root = tmp_path / "cache"
+    root.mkdir()  # a data directory the user names must exist
     with pytest.raises(ts.ChecksumError, match=rf"ETTh1\.csv .* has sha256 {SHA_ETTH1}, expected {expected}"):
         ts.forecasting_dataset("ETTh1", "train", 96, 96, data_dir=root)
     assert os.listdir(root) == []
@@ -448,7 +478,7 @@ def test_unverified_download_warns_with_its_digest(tmp_path, monkeypatch):
     path = write_csv(tmp_path / "src.csv", hourly_rows(300))
     monkeypatch.setitem(ts.SOURCES, "electricity.csv", ts.Source((path.as_uri(),)))
     with pytest.warns(UserWarning, match=rf"electricity\.csv .* unverified .* sha256 is {sha256(path)}"):
-        ds = ts.forecasting_dataset("ECL", "test", 24, 24, data_dir=tmp_path / "cache")
+        ds = ts.forecasting_dataset("ECL", "test", 24, 24, data_dir=tmp_path)
     assert ds.name == "ECL" and len(ds) == 60 + 24 - 48 + 1
 
 
@@ -456,6 +486,7 @@ def test_offline_error_names_file_directory_and_url(tmp_path, monkeypatch):
     url = "http://127.0.0.1:9/x.csv"
     monkeypatch.setitem(ts.SOURCES, "weather.csv", ts.Source((url,), ts.SOURCES["weather.csv"].sha256))
     root = tmp_path / "cache"
+    root.mkdir()  # a data directory the user names must exist
     with pytest.raises(ts.DownloadError, match=r"weather\.csv was not found in the data directory") as info:
         ts.forecasting_dataset("weather", "train", 96, 96, data_dir=root)
     assert str(root) in str(info.value) and url in str(info.value)

@@ -27,8 +27,27 @@ def test_softs_quicktest_trains_and_evaluates(softs_run):
     assert results["traces"] == {"train_step": 1, "eval_step": 1}
     assert results["test_metrics"]["num_examples"] == 2785  # every ETTh1 test window at lookback 96, horizon 96
     assert results["val_metrics"]["num_examples"] == 2785
-    assert 0 < results["test_metrics"]["mse"] < 2.0
-    assert read_results(workdir)["evaluated_step"] in (10, 20)  # the best of the two validations
+    # The run validates at steps 10 and 20 and tests the better of the two checkpoints.
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    val = {row["step"]: row["val/mse"] for row in rows if "val/mse" in row}
+    assert sorted(val) == [10, 20]
+    best = min(val, key=val.get)
+    assert read_results(workdir)["evaluated_step"] == best
+    assert results["val_metrics"]["mse"] == pytest.approx(val[best], rel=1e-12)
+    # 20 steps must already beat the trivial forecast of the training mean (zero on the normalised scale),
+    # computed here independently from the CSV under the standard split (12/4/4 months, scaler fit on train).
+    assert results["test_metrics"]["mse"] < _mean_forecast_mse()
+
+
+def _mean_forecast_mse(seq_len=96, pred_len=96):
+    values = pd.read_csv(data_directory() / "ETTh1.csv").iloc[:, 1:].to_numpy(np.float64)
+    month = 30 * 24
+    train = values[: 12 * month]
+    scaled = (values - train.mean(0)) / train.std(0)
+    test = scaled[16 * month - seq_len : 20 * month]
+    targets = np.stack([test[i + seq_len : i + seq_len + pred_len] for i in range(len(test) - seq_len - pred_len + 1)])
+    assert len(targets) == 2785
+    return float(np.mean(targets**2))  # ~1.11; a model that learned nothing sits at or above it
 
 
 def test_forecast_writes_plot_csv_and_matching_metrics(softs_run):

@@ -239,3 +239,29 @@ def test_reproduce_refuses_a_seed_count_below_one(capsys):
     with pytest.raises(SystemExit) as e:
         reproduce.main(["softs", "--datasets", "ETTh1", "--seeds", "-1", "--out", "/tmp/never"])
     assert e.value.code == 2 and "--seeds: must be >= 1, got -1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Values that would build or train something wrong without saying so.
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_before_compiling(tmp_path):
+    with pytest.raises(ValueError, match=r"batch_size 100000 is larger than the training split \(1437 examples\)"):
+        train_and_evaluate(quick(batch_size=100000), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name,field,value,needle",
+    [
+        ("softs", "use_norm", "no", "field use_norm must be a bool, got str 'no'"),
+        ("softs", "d_model", 32.0, "field d_model must be an int, got float 32.0"),
+        ("mixer_ti2_8", "num_blocks", True, "field num_blocks must be an int, got bool True"),
+        ("afnonet_ti2_8", "drop_path_rate", "0.1", "field drop_path_rate must be a float, got str '0.1'"),
+    ],
+)
+def test_model_fields_of_the_wrong_kind_are_refused(name, field, value, needle):
+    import zoo
+
+    with pytest.raises(TypeError, match=None) as e:
+        zoo.create_model(name, **{field: value})
+    assert needle in str(e.value)

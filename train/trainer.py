@@ -150,6 +150,11 @@ def _train_and_evaluate(config, workdir: Path, entry, signals: guard.StopSignals
     # ---------------------------------------------------------------- Inputs.
     inputs = build_inputs(config, entry)
     _log.info("data: %s", inputs.describe)
+    if config.batch_size > len(inputs.train):  # every step would be mostly padding (and may not fit in memory)
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the training split ({len(inputs.train)} examples); "
+            f"use at most {len(inputs.train)}"
+        )
     dtype_override = {}
     if config.compute_dtype != "float32":
         if "dtype" not in entry.accepted_fields():

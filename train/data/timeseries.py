@@ -171,7 +171,13 @@ def fetch(name: str, data_dir=None) -> pathlib.Path:
     source = SOURCES.get(bench.file)
     if source is None or not source.urls:
         raise DownloadError(f"{bench.file} is not in {root} and no download source is known; put the file there.")
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"the data directory {root} is a file, not a directory.")
+    if not root.exists():
+        if root != data_directory(DEFAULT_DATA_DIR):  # a directory the user named: a typo must not become a folder
+            named = "data.data_dir" if data_dir else f"${ENV_VAR}"
+            raise DataError(f"the data directory {root} (from {named}) does not exist; create it or fix the path.")
+        root.mkdir(parents=True)
     failures, checksum_failed = [], False
     for url in source.urls:
         try:
@@ -244,6 +250,21 @@ def _parse_dates(path, column: pd.Series) -> pd.DatetimeIndex:
         value = column.iloc[bad[0]]
         what = "an empty date" if pd.isna(value) else f"the date {value!r}"
         raise DataError(f"{path}: cannot parse {what} on line {bad[0] + 2}.")
+    stamps = parsed.to_numpy()
+    earlier = np.flatnonzero(stamps[1:] < stamps[:-1])
+    if len(earlier):  # windows over shuffled time are not forecasting
+        i = earlier[0] + 1
+        raise DataError(
+            f"{path}: dates must be in time order; line {i + 2} ({column.iloc[i]}) comes before line {i + 1} "
+            f"({column.iloc[i - 1]}). Sort the file by date."
+        )
+    repeated = np.flatnonzero(stamps[1:] == stamps[:-1])
+    if len(repeated):  # the standard weather.csv has one (2020-05-12 06:00); its rows are used as they are
+        i = repeated[0] + 1
+        logging.warning(
+            "%s: %d repeated date(s), the first %s on lines %d and %d; rows are used in file order",
+            path, len(repeated), column.iloc[i], i + 1, i + 2,
+        )  # fmt: skip
     return pd.DatetimeIndex(parsed)
 
 
@@ -261,6 +282,12 @@ def _numeric(path, name: str, column: pd.Series) -> np.ndarray:
     if len(bad):
         raise DataError(
             f"{path}: column {name!r} has {len(bad)} empty, NaN or infinite cell(s), the first on line {bad[0] + 2}."
+        )
+    huge = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)
+    if len(huge):  # the models compute in float32, where these become infinities
+        raise DataError(
+            f"{path}: column {name!r} has {len(huge)} value(s) too large for float32, the first "
+            f"{column.iloc[huge[0]]!r} on line {huge[0] + 2}; rescale the column."
         )
     return values
 
