@@ -12,11 +12,13 @@ Rules (each from a known orbax pitfall, see docs/toolchain.md §3):
   * Orbax restores zeroed bytes silently, so every leaf is checksummed on save and verified on restore.
 """
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 import zlib
@@ -45,6 +47,10 @@ class CheckpointWarning(UserWarning):
 
 class CheckpointStructureError(ValueError):
     """The restore target does not have the checkpoint's tree structure or shapes."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, permissions); the previous checkpoints are intact."""
 
 
 class CorruptCheckpointError(OSError):
@@ -111,6 +117,16 @@ def _check_no_prng_keys(leaves: list[tuple[str, Any]]) -> None:
     keys = [p for p, x in leaves if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)]
     if keys:
         raise TypeError(f"typed PRNG keys cannot be checkpointed ({_listing(keys)}); save jax.random.key_data(key)")
+
+
+def _reason(error: Exception) -> str:
+    """The operating system's words from a tensorstore write error ("No space left on device (errno 28)"), else
+    the error's first line."""
+    text = str(error).strip()
+    found = re.search(r"([A-Za-z][A-Za-z ]*?) \[os_error_code=\W*(\d+)", text)
+    if found:
+        return f"{found[1].strip()} (errno {found[2]})"
+    return text.splitlines()[0][:400] if text else type(error).__name__
 
 
 def _check_writable(directory: Path) -> None:
@@ -247,7 +263,8 @@ class CheckpointManager:
             },
         }
         json.dumps(meta)  # fail here, not in orbax's background thread
-        self._mngr.wait_until_finished()
+        self.wait_until_finished()
+        self._check_space(step, sum(a.nbytes for a in host if a is not None))
         stale = [s for s in self._mngr.all_steps() if s >= step]
         if stale:
             warnings.warn(
@@ -263,7 +280,34 @@ class CheckpointManager:
             tracked = {self.best_metric: metrics[self.best_metric]}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._pending = step
-        return bool(self._mngr.save(step, args=args, metrics=tracked, force=True))
+        with self._writing(step):
+            return bool(self._mngr.save(step, args=args, metrics=tracked, force=True))
+
+    def _check_space(self, step: int, nbytes: int) -> None:
+        """Refuses a save that cannot fit on the disk before anything of it is written."""
+        free = shutil.disk_usage(next(p for p in (self.directory, *self.directory.parents) if p.exists())).free
+        if free < 1.1 * nbytes + (16 << 20):
+            raise CheckpointWriteError(
+                f"not enough disk space to save checkpoint step {step} in {self.directory}: it needs about "
+                f"{nbytes / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free. {self._intact()}"
+            )
+
+    def _intact(self) -> str:
+        last = [s for s in self._mngr.all_steps() if s not in self._bad and s != self._pending]
+        where = f"the last complete checkpoint (step {last[-1]}) is intact" if last else "no earlier checkpoint exists"
+        return f"Nothing was overwritten: {where}. Free space and rerun the same command to resume."
+
+    @contextlib.contextmanager
+    def _writing(self, step: int | None):
+        """Orbax's write failures (raised from its background threads, often several times over) as one error."""
+        try:
+            yield
+        except CheckpointWriteError:
+            raise
+        except Exception as e:  # orbax raises ValueError / OSError / RuntimeError from tensorstore
+            what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+            message = f"could not write {what} to {self.directory}: {_reason(e)}. {self._intact()}"
+            raise CheckpointWriteError(message) from e
 
     def all_steps(self) -> list[int]:
         """Committed steps, oldest first, without those found unreadable in this session."""
@@ -289,7 +333,7 @@ class CheckpointManager:
         trees differ, CorruptCheckpointError when an explicit `step` fails its checksum, FileNotFoundError when
         there is nothing to restore.
         """
-        self._mngr.wait_until_finished()
+        self.wait_until_finished()
         if step is not None:
             if step not in self._mngr.all_steps():
                 raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}")
@@ -334,12 +378,16 @@ class CheckpointManager:
         return Restored(step, state, meta.get("data_state"), meta.get("metrics"), meta.get("extra"))
 
     def wait_until_finished(self) -> None:
-        self._mngr.wait_until_finished()
+        """Waits for a save in flight; raises CheckpointWriteError if it failed."""
+        with self._writing(self._pending):
+            self._mngr.wait_until_finished()
 
     def close(self) -> None:
         """Waits for a save in flight, then releases orbax's resources."""
-        self._mngr.wait_until_finished()
-        self._mngr.close()
+        try:
+            self.wait_until_finished()
+        finally:
+            self._mngr.close()
 
     def __enter__(self):
         return self
@@ -388,8 +436,11 @@ def save_variables(directory, variables, *, config: dict, metadata: dict | None 
         if a is not None
     }
     directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / _VARIABLES, variables, force=True)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(directory / _VARIABLES, variables, force=True)
+    except Exception as e:  # disk full, quota: one error naming the preset
+        raise CheckpointWriteError(f"could not write the preset {directory}: {_reason(e)}") from e
     if jax.process_index() == 0:
         (directory / _CHECKSUMS).write_text(json.dumps(checksums, indent=1, sort_keys=True))
         (directory / "metadata.json").write_text(metadata_text)

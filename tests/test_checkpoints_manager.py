@@ -19,6 +19,7 @@ from checkpoints.manager import (
     CheckpointManager,
     CheckpointStructureError,
     CheckpointWarning,
+    CheckpointWriteError,
     CorruptCheckpointError,
     is_preset,
     load_params,
@@ -390,3 +391,55 @@ def test_preset_variables_keep_every_collection(tmp_path):
     assert_tree_equal(old, {"params": jax.tree.map(np.asarray, variables["params"])})
     old, _, _ = load_variables(legacy, abstract({"params": variables["params"]}))
     assert_tree_equal(old, {"params": variables["params"]})
+
+
+def _small_file_limit(nbytes: int):
+    """Writes beyond `nbytes` per file fail with EFBIG, as on a full disk (SIGXFSZ ignored so the write errors)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def test_a_failed_write_is_one_error_and_the_previous_step_survives(tmp_path):
+    import resource
+    import signal
+
+    noise = lambda v: {"w": jax.random.bits(jax.random.key(v), (256, 512), jnp.uint32)}  # 512 KiB, incompressible
+    with CheckpointManager(tmp_path, async_save=False) as mngr:
+        mngr.save(1, noise(1))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.getsignal(signal.SIGXFSZ)
+    try:
+        _small_file_limit(300_000)
+        for async_save in (False, True):
+            with warnings.catch_warnings(record=True):  # the second round removes the first's leftover
+                mngr = CheckpointManager(tmp_path, async_save=async_save)
+            with pytest.raises(CheckpointWriteError) as e:
+                mngr.save(2, noise(2))
+                mngr.wait_until_finished()  # an async save fails here (or at the next save)
+            message = str(e.value)
+            assert message.startswith(f"could not write checkpoint step 2 to {tmp_path}: File too large (errno 27).")
+            assert "the last complete checkpoint (step 1) is intact" in message
+            mngr.close()  # releases orbax's resources, no hang
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    with pytest.warns(CheckpointWarning, match="leftover temporary checkpoint folder"):
+        mngr = CheckpointManager(tmp_path)  # the interrupted save is cleaned up; step 1 reads back
+    with mngr:
+        assert mngr.all_steps() == [1] and sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+        assert_tree_equal(mngr.restore(abstract(noise(0))).state, noise(1))
+
+
+def test_a_save_that_cannot_fit_on_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+
+    with CheckpointManager(tmp_path, async_save=False) as mngr:
+        mngr.save(1, {"w": jnp.ones(1000)})
+        usage = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10 << 20))
+        with pytest.raises(CheckpointWriteError, match=r"not enough disk space to save checkpoint step 2 .*10 MiB"):
+            mngr.save(2, {"w": jnp.ones(1000)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]

@@ -265,3 +265,20 @@ def test_model_fields_of_the_wrong_kind_are_refused(name, field, value, needle):
     with pytest.raises(TypeError, match=None) as e:
         zoo.create_model(name, **{field: value})
     assert needle in str(e.value)
+
+
+def test_a_full_disk_stops_training_with_one_line_and_no_traceback(tmp_path):
+    """Per-file size limit (RLIMIT_FSIZE) makes every checkpoint write fail with EFBIG, as a full disk would."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    args = ["--config=train/configs/default.py:quicktest", "--config.checkpoint.every_steps=5", f"--workdir={tmp_path}"]
+    proc = run_train(args, timeout=240, preexec_fn=limit)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: could not write checkpoint step 5 to {tmp_path / 'checkpoints'}: File too large")
+    assert "(errno 27). Nothing was overwritten: no earlier checkpoint exists. Free space and rerun" in last
+    assert not (tmp_path / "results.json").exists()

@@ -22,6 +22,27 @@ config_flags.DEFINE_config_file("config", _DEFAULT, "Training config file (a get
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results (default runs/<config name>).")
 
 
+def _drop_orbax_errors(record: logging.LogRecord) -> bool:
+    """False for error records of orbax's threads and of the asyncio tasks they run."""
+    if record.levelno < logging.ERROR:
+        return True
+    orbax = f"{os.sep}orbax{os.sep}"
+    return not (orbax in record.pathname or (record.name == "asyncio" and orbax in record.getMessage()))
+
+
+def _closed_loop(exc) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _quiet_closed_loops(hook):
+    """tensorstore's callbacks into orbax's finished event loops, after a failed write: nothing to report."""
+    return lambda kind, exc, tb: None if _closed_loop(exc) else hook(kind, exc, tb)
+
+
+def _quiet_closed_loops_unraisable(hook):
+    return lambda unraisable: None if _closed_loop(unraisable.exc_value) else hook(unraisable)
+
+
 def _default_workdir(config_path: str) -> str:
     name, _, arg = config_path.partition(":")
     stem = Path(name).stem + (f"_{arg.replace(',', '_').replace('=', '')}" if arg else "")
@@ -32,6 +53,13 @@ def main(argv):
     del argv
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("~/.cache/mixer_zoo/jax_cache").expanduser()))
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every save at INFO
+    if not os.environ.get("MIXER_ZOO_TRACEBACK"):
+        # A failed checkpoint write is reported once, as CheckpointWriteError; orbax's background threads would
+        # also log it, with a traceback, once per thread.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_drop_orbax_errors)
+        sys.excepthook = _quiet_closed_loops(sys.excepthook)
+        sys.unraisablehook = _quiet_closed_loops_unraisable(sys.unraisablehook)
     logging.getLogger("train").setLevel(logging.INFO)
     from train import config as config_lib
     from train.guard import TrainingInterrupted
