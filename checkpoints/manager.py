@@ -22,7 +22,7 @@ import re
 import shutil
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -325,26 +325,32 @@ class CheckpointManager:
         best = self._mngr.best_step()
         return best if best in self.all_steps() else None
 
-    def restore(self, target, step: int | None = None) -> Restored:
+    def restore(self, target, step: int | None = None, check: Callable[[Restored], None] | None = None) -> Restored:
         """Restores `step` (None: the newest one that reads back intact) into `target`'s structure.
 
         `target` is a pytree of `jax.ShapeDtypeStruct`s (with `.sharding`) or of arrays; values come back with
-        its dtypes and shardings, and namedtuples stay namedtuples. Raises CheckpointStructureError when the
-        trees differ, CorruptCheckpointError when an explicit `step` fails its checksum, FileNotFoundError when
-        there is nothing to restore.
+        its dtypes and shardings, and namedtuples stay namedtuples. `check(restored)` may raise (e.g. ValueError)
+        to reject a step whose contents disagree with each other; like an unreadable step, it is then skipped
+        with a warning. Raises CheckpointStructureError when the trees differ, CorruptCheckpointError when an
+        explicit `step` fails its checksum, FileNotFoundError when there is nothing to restore.
         """
+        check = check or (lambda restored: None)
         self.wait_until_finished()
         if step is not None:
             if step not in self._mngr.all_steps():
                 raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}")
-            return self._restore(step, target)
+            restored = self._restore(step, target)
+            check(restored)
+            return restored
         steps = self.all_steps()
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         error = None
         for s in reversed(steps):
             try:
-                return self._restore(s, target)
+                restored = self._restore(s, target)
+                check(restored)
+                return restored
             except CheckpointStructureError:
                 raise
             except Exception as e:  # any read failure means: try the previous step

@@ -282,3 +282,21 @@ def test_a_full_disk_stops_training_with_one_line_and_no_traceback(tmp_path):
     assert last.startswith(f"error: could not write checkpoint step 5 to {tmp_path / 'checkpoints'}: File too large")
     assert "(errno 27). Nothing was overwritten: no earlier checkpoint exists. Free space and rerun" in last
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_step_folder_holding_another_step_is_skipped_for_the_newest_consistent_one(tmp_path, caplog):
+    """A step folder copied or renamed by hand (its contents say step 10, its name 25) must not be resumed."""
+    import shutil
+
+    from trainer_utils import digits_config
+
+    config = digits_config(total_steps=20, checkpoint__every_steps=10, checkpoint__max_to_keep=5)
+    train_and_evaluate(config, tmp_path)
+    shutil.copytree(tmp_path / "checkpoints" / "10", tmp_path / "checkpoints" / "25")
+    longer = digits_config(total_steps=30, checkpoint__every_steps=10, checkpoint__max_to_keep=5)
+    longer.resume_changes = "total_steps"
+    warning = r"skipping checkpoint step 25 .*its training step is 10 and its data position 10, not 25"
+    with caplog.at_level("INFO", logger="train"), pytest.warns(checkpoints.CheckpointWarning, match=warning):
+        results = train_and_evaluate(longer, tmp_path)
+    assert "resumed from step 20" in caplog.text
+    assert results["steps"] == 30

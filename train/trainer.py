@@ -78,6 +78,15 @@ def _check_batch_matches_model(model, task, batch: dict[str, np.ndarray], model_
             )
 
 
+def _consistent_step(restored: checkpoints.Restored) -> None:
+    """A step folder whose training step or data position disagrees with its number (renamed, copied from another
+    run) is rejected, so the newest consistent step is used instead."""
+    step = int(jax.device_get(restored.state["step"]))
+    position = (restored.data_state or {}).get("next_index", restored.step)
+    if step != restored.step or position != restored.step:
+        raise ValueError(f"its training step is {step} and its data position {position}, not {restored.step}")
+
+
 def _abstract_with_shardings(abstract, shardings):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
@@ -317,7 +326,7 @@ def _train_and_evaluate(config, workdir: Path, entry, signals: guard.StopSignals
     target = _abstract_with_shardings(abstract_state, state_shardings)
     data_state, previous_wall_s, stopped_early, init_metrics = None, 0.0, False, None
     if resuming:
-        restored = manager.restore(target)
+        restored = manager.restore(target, check=_consistent_step)
         state, data_state = restored.state, restored.data_state
         extra = restored.extra or {}
         for key, value in extra.get("early_stopping", {}).items():
@@ -325,10 +334,6 @@ def _train_and_evaluate(config, workdir: Path, entry, signals: guard.StopSignals
         previous_wall_s = float(extra.get("train_wall_s", 0.0))
         stopped_early = bool(extra.get("stopped_early", False))
         init_metrics = extra.get("init_metrics")
-        if data_state is not None and data_state.get("next_index") != restored.step:
-            raise RuntimeError(
-                f"checkpoint {restored.step} in {workdir} has data position {data_state} that does not match its step"
-            )
         _log.info("resumed from step %d in %s", restored.step, workdir)
         if is_main and accepted_changes:
             guard.record_resume(workdir, restored.step, accepted_changes)
