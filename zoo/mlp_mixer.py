@@ -90,6 +90,12 @@ class MlpMixer(nn.Module):
 
     def __post_init__(self):
         h, w = as_hw(self.img_size)
+        for field in ("patch_size", "num_blocks", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim", "in_chans"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"MlpMixer: {field} must be >= 1, got {getattr(self, field)}")
+        for field in ("proj_drop_rate", "drop_rate", "drop_path_rate"):
+            if not 0 <= getattr(self, field) < 1:
+                raise ValueError(f"MlpMixer: {field} must be in [0, 1), got {getattr(self, field)}")
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"MlpMixer: img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
         if self.num_classes < 0:
