@@ -300,3 +300,19 @@ def test_a_step_folder_holding_another_step_is_skipped_for_the_newest_consistent
         results = train_and_evaluate(longer, tmp_path)
     assert "resumed from step 20" in caplog.text
     assert results["steps"] == 30
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--config.model.hiden_dim=3"], "error: --config.model.hiden_dim: the config has no field 'hiden_dim' "
+         "(did you mean --config.model.hidden_dim?)"),
+        (["--config.nonexistent=3"], "error: --config.nonexistent: the config has no field 'nonexistent'"),
+        (["--config.batch_size=abc"], "error: flag --config.batch_size=abc:"),
+    ],
+)  # fmt: skip
+def test_a_bad_config_override_is_one_line(args, expected, tmp_path):
+    proc = run_train([*args, f"--workdir={tmp_path / 'w'}"], timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(expected), proc.stderr[-2000:]
+    assert not (tmp_path / "w").exists()

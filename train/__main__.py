@@ -10,6 +10,7 @@ all work from an installed wheel, outside the checkout. A training length on the
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,8 +19,26 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _DEFAULT = str(Path(__file__).resolve().parent / "configs" / "default.py")
-config_flags.DEFINE_config_file("config", _DEFAULT, "Training config file (a get_config(arg) Python file).")
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results (default runs/<config name>).")
+
+
+def _define_flags() -> None:
+    """--config and --workdir. ml_collections applies the `--config.x=y` overrides while defining the flag."""
+    if "config" in flags.FLAGS:
+        return
+    config_flags.DEFINE_config_file("config", _DEFAULT, "Training config file (a get_config(arg) Python file).")
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results (default runs/<config name>).")
+
+
+def _override_error(error: Exception, argv: list[str]) -> str:
+    """One line for a `--config.x=y` that names no field (ml_collections' KeyError, with its did-you-mean)."""
+    text = str(error)
+    key = re.search(r"([A-Za-z_]\w*)", text)
+    key = key[1] if key else text
+    close = re.search(r'Did you mean "(\w+)"', text)
+    overrides = [a.split("=", 1)[0].lstrip("-") for a in argv if a.lstrip("-").startswith("config.")]
+    named = next((o for o in overrides if key in o.split(".")), f"config...{key}")
+    hint = f" (did you mean --{named.rsplit('.', 1)[0]}.{close[1]}?)" if close else ""
+    return f"--{named}: the config has no field {key!r}{hint}"
 
 
 def _drop_orbax_errors(record: logging.LogRecord) -> bool:
@@ -27,7 +46,12 @@ def _drop_orbax_errors(record: logging.LogRecord) -> bool:
     if record.levelno < logging.ERROR:
         return True
     orbax = f"{os.sep}orbax{os.sep}"
-    return not (orbax in record.pathname or (record.name == "asyncio" and orbax in record.getMessage()))
+    if orbax in record.pathname:
+        return False
+    if record.name == "asyncio":  # "Task exception was never retrieved": the traceback names orbax's files
+        trace = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+        return orbax not in record.getMessage() + trace
+    return True
 
 
 def _closed_loop(exc) -> bool:
@@ -110,7 +134,18 @@ def _find_config_in_argv(argv: list[str]) -> list[str]:
 
 def run():
     sys.argv = _find_config_in_argv(sys.argv)
-    app.run(main)
+    try:  # the flags are parsed here, once (app.run is handed the result), so that a bad override is one line
+        _define_flags()
+        remaining = flags.FLAGS(sys.argv)
+    except (AttributeError, KeyError) as e:  # an override naming no field
+        if os.environ.get("MIXER_ZOO_TRACEBACK"):
+            raise
+        sys.stderr.write(f"error: {_override_error(e, sys.argv)}\n")
+        sys.exit(2)
+    except flags.Error as e:  # a value of the wrong type, an unknown flag
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+    app.run(main, flags_parser=lambda argv: remaining)
 
 
 if __name__ == "__main__":
