@@ -1,6 +1,8 @@
 """Registry-driven harness: every registered model, at a tiny size, honours the model contract, including models
 with state (BatchNorm's `batch_stats`): init creates it, training-mode calls update it, evaluation reads it."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,6 +103,24 @@ def tiny_model(name, **overrides):
     entry = zoo.get_entry(name)
     return zoo.create_model(name, **{**TINY[entry.family](dict(entry.defaults)), **overrides})
 
+def code_path(name) -> tuple:
+    """What selects code in a model rather than sizing it, at the tiny size: its family and its flag fields (bools
+    and strings, e.g. FFNet's `use_layer_scale`, the Mixer's `approximate_gelu`)."""
+    model = tiny_model(name)
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")}
+    return (zoo.get_entry(name).family, *sorted((k, v) for k, v in fields.items() if isinstance(v, bool | str)))
+
+
+# The harness runs on one model per code path (the smallest registered one); the other variants differ only in
+# sizes and rates, which the exact parameter counts (every model, real size) and tests/test_properties.py cover.
+HARNESS = sorted(
+    {
+        path: min((n for n in NAMES if code_path(n) == path), key=lambda n: EXPECTED_PARAMS[n])
+        for path in {code_path(n) for n in NAMES}
+    }.values()
+)
+
+
 
 def random_inputs(model, seed=0):
     rng = np.random.default_rng(seed)
@@ -135,12 +155,17 @@ def expected_output_shape(name, model):
     return (BATCH, model.pred_len, model.enc_in)
 
 
+def test_the_harness_covers_every_code_path():
+    assert {code_path(n) for n in HARNESS} == {code_path(n) for n in NAMES}
+    assert {zoo.get_entry(n).family for n in HARNESS} == {zoo.get_entry(n).family for n in NAMES}
+
+
 def test_every_family_has_a_tiny_config():
     families = {zoo.get_entry(n).family for n in NAMES}
     assert families <= set(TINY), f"add a TINY entry for {sorted(families - set(TINY))}"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HARNESS)
 def test_forward_shape_finite_and_jit_equals_eager(name):
     model = tiny_model(name)
     inputs = random_inputs(model)
@@ -153,7 +178,7 @@ def test_forward_shape_finite_and_jit_equals_eager(name):
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HARNESS)
 def test_every_parameter_receives_a_gradient(name):
     model = tiny_model(name)
     inputs = random_inputs(model)
@@ -170,7 +195,7 @@ def test_every_parameter_receives_a_gradient(name):
     assert all(np.isfinite(np.asarray(g)).all() for _, g in flat)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HARNESS)
 def test_model_state_is_updated_in_training_and_read_in_evaluation(name):
     """Every state collection a model declares: a training call returns all of it (same tree, changed values),
     evaluation neither changes it nor depends on the rest of the batch, and evaluation reads it."""
@@ -196,7 +221,7 @@ def test_model_state_is_updated_in_training_and_read_in_evaluation(name):
         assert not np.allclose(np.asarray(updated), np.asarray(eval_out)), "evaluation ignores the model state"
 
 
-@pytest.mark.parametrize("name", zoo.list_models(task="classification"))
+@pytest.mark.parametrize("name", [n for n in HARNESS if zoo.get_entry(n).task == "classification"])
 def test_num_classes_override_and_pooled_features(name):
     model = tiny_model(name, num_classes=3)
     inputs = random_inputs(model)
@@ -215,7 +240,7 @@ def test_num_classes_override_and_pooled_features(name):
     np.testing.assert_allclose(np.asarray(logits), np.asarray(model.apply(variables, **inputs)), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HARNESS)
 def test_bf16_compute_keeps_float32_params(name):
     model = tiny_model(name, dtype=jnp.bfloat16)
     inputs = random_inputs(model)
@@ -236,7 +261,7 @@ def test_bf16_compute_keeps_float32_params(name):
     assert 1e-4 < relative < 0.25, relative
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HARNESS)
 def test_wrong_input_shape_is_a_clear_error(name):
     model = tiny_model(name)
     inputs = random_inputs(model)
