@@ -119,6 +119,19 @@ def _check_no_prng_keys(leaves: list[tuple[str, Any]]) -> None:
         raise TypeError(f"typed PRNG keys cannot be checkpointed ({_listing(keys)}); save jax.random.key_data(key)")
 
 
+def _mismatched(leaves: list[tuple[str, Any]], recorded: Mapping[str, dict]) -> list[str]:
+    """Paths of leaves whose crc32 differs from the one recorded on save (leaves restored into another dtype, or
+    not held by this process, are not checked)."""
+    return [
+        p
+        for (p, _), a in zip(leaves, _to_host(leaves))
+        if a is not None
+        and recorded.get(p, {}).get("crc32") is not None
+        and str(a.dtype) == recorded[p]["dtype"]
+        and _crc32(a) != recorded[p]["crc32"]
+    ]
+
+
 def _reason(error: Exception) -> str:
     """The operating system's words from a tensorstore write error ("No space left on device (errno 28)"), else
     the error's first line."""
@@ -370,15 +383,7 @@ class CheckpointManager:
         _check_structure({p: v["shape"] for p, v in saved.items()}, target, f"checkpoint step {step}")
         args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
         state = self._mngr.restore(step, args=args).state
-        leaves = _leaves(state)
-        corrupt = [
-            p
-            for (p, _), a in zip(leaves, _to_host(leaves))
-            if a is not None
-            and saved[p]["crc32"] is not None
-            and str(a.dtype) == saved[p]["dtype"]
-            and _crc32(a) != saved[p]["crc32"]
-        ]
+        corrupt = _mismatched(_leaves(state), saved)
         if corrupt:
             raise CorruptCheckpointError(f"checksum mismatch in checkpoint step {step}: {_listing(corrupt)}")
         return Restored(step, state, meta.get("data_state"), meta.get("metrics"), meta.get("extra"))
@@ -499,8 +504,7 @@ def load_variables(directory, target=None) -> tuple[dict, dict, dict]:
     except CheckpointStructureError:
         raise
     except Exception as e:  # tensorstore / orbax read errors of a damaged or half-deleted preset
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise CorruptCheckpointError(f"preset {directory} is damaged or incomplete: {first}") from None
+        raise CorruptCheckpointError(f"preset {directory} is damaged or incomplete: {_reason(e)}") from None
     if checksums is not None:
         _verify_preset(directory, tree, checksums)
     return tree, config, metadata
@@ -520,12 +524,7 @@ def _verify_preset(directory: Path, tree, checksums: dict) -> None:
     """Raises CorruptCheckpointError naming every leaf whose data differs from the checksums written on save."""
     leaves = _leaves(tree)
     missing = sorted(checksums.keys() - {p for p, _ in leaves})
-    corrupt = [
-        p
-        for (p, _), a in zip(leaves, _to_host(leaves))
-        if a is not None and p in checksums and str(a.dtype) == checksums[p]["dtype"]
-        and _crc32(a) != checksums[p]["crc32"]
-    ]
+    corrupt = _mismatched(leaves, checksums)
     if missing or corrupt:
         problems = [f"checksum mismatch in {_listing(corrupt)}"] if corrupt else []
         problems += [f"missing {_listing(missing)}"] if missing else []
