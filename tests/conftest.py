@@ -50,3 +50,16 @@ def server():
     )
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def softs_run(tmp_path_factory):
+    """(workdir, results) of `softs.py:quicktest` (20 steps of SOFTS on ETTh1), trained once per test session."""
+    from train import train_and_evaluate
+    from train.configs import softs
+
+    workdir = tmp_path_factory.mktemp("softs_quicktest")
+    config = softs.get_config("quicktest")
+    config.data.num_threads = 1
+    results = train_and_evaluate(config, workdir)
+    return workdir, results

@@ -143,7 +143,7 @@ def test_hparams_record_only_the_fields_of_the_task():
         "task.mix_prob", "task.switch_prob",
     }
     series_only = {"data.features", "data.target", "data.freq", "data.timeenc", "data.scale",
-                   "task.metrics_original_scale"}
+                   "task.metrics_original_scale", "task.season_length"}
     assert _flat(config_lib.hparams(forecasting)) == _flat(forecasting.to_dict()) - image_only
     assert _flat(config_lib.hparams(classification)) == _flat(classification.to_dict()) - series_only
     hp = config_lib.hparams(forecasting)

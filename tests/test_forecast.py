@@ -1,4 +1,5 @@
-"""A SOFTS quicktest on ETTh1 (from $MIXER_ZOO_DATA) through the trainer, then `python -m train.forecast` on it."""
+"""A SOFTS quicktest on ETTh1 (from $MIXER_ZOO_DATA) through the trainer (the `softs_run` fixture of conftest.py),
+then `python -m train.forecast` on it."""
 
 import json
 
@@ -7,19 +8,8 @@ import pandas as pd
 import pytest
 from trainer_utils import read_results
 
-from train import train_and_evaluate
-from train.configs import softs
 from train.data.timeseries import data_directory
 from train.forecast import main as forecast_main
-
-
-@pytest.fixture(scope="module")
-def softs_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("softs_quicktest")
-    config = softs.get_config("quicktest")
-    config.data.num_threads = 1
-    results = train_and_evaluate(config, workdir)
-    return workdir, results
 
 
 def test_softs_quicktest_trains_and_evaluates(softs_run):

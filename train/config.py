@@ -26,7 +26,7 @@ _IMAGE_AUGMENTATION = ("augment", "flip", "rrc_scale", "crop_padding", "randaugm
 _SERIES_DATA = ("features", "target", "freq", "timeenc", "scale")
 _CLASSIFICATION_LOSS = ("label_smoothing", "mixup_alpha", "cutmix_alpha", "mix_prob", "switch_prob")
 NOT_APPLICABLE = {
-    "classification": (*(f"data.{k}" for k in _SERIES_DATA), "task.metrics_original_scale"),
+    "classification": (*(f"data.{k}" for k in _SERIES_DATA), "task.metrics_original_scale", "task.season_length"),
     "forecasting": (*(f"data.{k}" for k in _IMAGE_AUGMENTATION), *(f"task.{k}" for k in _CLASSIFICATION_LOSS)),
 }
 
@@ -55,6 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
     t.mix_prob = 1.0  # probability of mixing a batch when mixup/cutmix is on
     t.switch_prob = 0.5  # probability of cutmix rather than mixup when both are on
     t.metrics_original_scale = False  # forecasting: also report MSE/MAE after inverse scaling
+    # Forecasting: MASE's season length m (its scale is the training split's seasonal naive MAE, |z_t - z_{t-m}|).
+    # 0 = from the data's sampling frequency: hourly 24, 30-minute 48, 15-minute 96, 10-minute 144, daily 7,
+    # weekly 52, monthly 12, quarterly 4, any other 1 (1 also when the training split is shorter than a season).
+    t.season_length = 0
 
     c.data = d = ml_collections.ConfigDict()
     d.dataset = "digits"  # 'digits', 'tfds:<name>', 'folder:<path>', 'npz:<path>', 'idx:<dir>'; or ETTh1, ..., a CSV
@@ -144,11 +148,13 @@ RESUME_FREE = (
     "init_dont_load",
     "resume_changes",
     "quicktest",
+    "task.season_length",  # MASE's seasonal period: a reported metric only (runs from before it existed resume)
 )
-# The validation metrics each task reports (early_stopping.metric must name one).
+# The validation metrics each task reports (early_stopping.metric must name one; vector metrics such as
+# forecasting's mse_per_channel cannot rank checkpoints and are not listed).
 TASK_METRICS = {
     "classification": ("loss", "accuracy", "top5"),
-    "forecasting": ("mse", "mae", "mse_original", "mae_original"),
+    "forecasting": ("mse", "mae", "mase", "smape", "mse_original", "mae_original"),
 }
 
 
@@ -239,6 +245,10 @@ def _check_ranges(c) -> None:
     need(0 <= t.label_smoothing < 1, f"task.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     need(t.mixup_alpha >= 0 and t.cutmix_alpha >= 0, "task.mixup_alpha and task.cutmix_alpha must be >= 0")
     need(0 <= t.mix_prob <= 1 and 0 <= t.switch_prob <= 1, "task.mix_prob and task.switch_prob must be in [0, 1]")
+    need(
+        isinstance(t.season_length, int) and not isinstance(t.season_length, bool) and t.season_length >= 0,
+        f"task.season_length must be an integer >= 0 (0 = from the data's frequency), got {t.season_length!r}",
+    )
     need(0 <= c.data.crop_pct <= 1, f"data.crop_pct must be in (0, 1] (0 = the model's), got {c.data.crop_pct}")
     need(c.data.num_threads >= 0 and c.data.prefetch >= 0, "data.num_threads and data.prefetch must be >= 0")
     metric = c.early_stopping.metric.removeprefix("val/")
@@ -301,7 +311,8 @@ def prefer_command_line_length(config, overridden: Iterable[str]) -> ml_collecti
 def hparams(config) -> dict:
     """`config.to_dict()` without the fields that do not apply to its task: a forecasting run records no image
     augmentation or classification-loss settings (mixup, cutmix, label smoothing), a classification run no
-    forecasting data fields (features, target, freq, timeenc, scale) or `task.metrics_original_scale`.
+    forecasting data fields (features, target, freq, timeenc, scale), `task.metrics_original_scale` or
+    `task.season_length`.
     Tasks other than these two keep every field."""
     out = config.to_dict() if hasattr(config, "to_dict") else copy.deepcopy(dict(config))
     for dotted in NOT_APPLICABLE.get(out.get("task", {}).get("name"), ()):

@@ -10,6 +10,7 @@ from train.data import images as image_data
 from train.data import timeseries
 from train.data.pipeline import ArrayExamples, TransformedExamples
 from train.tasks import ClassificationTask, ForecastingTask
+from train.tasks.forecasting import choose_season_length, seasonal_naive_scale
 
 IMAGE_SPEC_KINDS = ("digits", "tfds:", "folder:", "npz:", "idx:")
 
@@ -22,6 +23,7 @@ class Inputs:
     val: Any | None
     test: Any | None
     describe: str
+    data_spec: dict | None = None  # saved with the trained model: what new data must look like (forecasting)
 
 
 def _is_image_spec(dataset: str) -> bool:
@@ -112,6 +114,24 @@ def _classification(config, entry) -> Inputs:
     )
 
 
+def forecasting_task(train, season_length: int = 0, report_original: bool = False) -> ForecastingTask:
+    """The task that scores forecasts of a data set whose training split is `train` (a ForecastingDataset): its
+    target channels, its scaler (sMAPE, original-scale metrics) and MASE's scale, the seasonal naive forecast's
+    mean absolute error over the training rows at `season_length` (0 = from the data's sampling frequency)."""
+    frequency = timeseries.sampling_frequency(train.dates)
+    season = choose_season_length(season_length, frequency, len(train.data))
+    return ForecastingTask(
+        target_start=train.target_slice.start or 0,
+        target_stop=train.target_slice.stop,
+        use_time_features=train.num_time_features > 0,
+        scaler_mean=tuple(map(float, train.scaler.mean)),
+        scaler_scale=tuple(map(float, train.scaler.scale)),
+        mase_scale=tuple(map(float, seasonal_naive_scale(train.data, season, train.columns))),
+        season_length=season,
+        report_original=report_original,
+    )
+
+
 def _forecasting(config, entry) -> Inputs:
     d, fields = config.data, _model_fields(config, entry)
     for name in ("seq_len", "pred_len"):
@@ -138,14 +158,7 @@ def _forecasting(config, entry) -> Inputs:
     overrides = {"enc_in": train.num_channels}
     if "num_time_features" in fields:
         overrides["num_time_features"] = train.num_time_features
-    target = train.target_slice
-    task = ForecastingTask(
-        target_start=target.start or 0,
-        target_stop=target.stop,
-        use_time_features=train.num_time_features > 0,
-        scaler_mean=tuple(map(float, train.scaler.mean)) if config.task.metrics_original_scale else None,
-        scaler_scale=tuple(map(float, train.scaler.scale)) if config.task.metrics_original_scale else None,
-    )
+    task = forecasting_task(train, config.task.season_length, report_original=config.task.metrics_original_scale)
     sizes = ", ".join(f"{s.split} {len(s)}" for s in (train, val, test) if s is not None)
     return Inputs(
         task=task,
@@ -155,6 +168,8 @@ def _forecasting(config, entry) -> Inputs:
         test=ArrayExamples(test) if test is not None else None,
         describe=(
             f"{train.name} ({d.features}): {sizes} windows, {train.num_channels} channels, "
-            f"{train.num_time_features} time features, seq_len {fields['seq_len']}, pred_len {fields['pred_len']}"
+            f"{train.num_time_features} time features, seq_len {fields['seq_len']}, pred_len {fields['pred_len']}, "
+            f"MASE season length {task.season_length}"
         ),
+        data_spec=train.spec(),
     )

@@ -91,10 +91,16 @@ def _abstract_with_shardings(abstract, shardings):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
-def _host_metrics(sums) -> dict[str, float]:
-    """Device sums of one evaluation pass -> averages, plus the number of real examples counted."""
+def _host_metrics(sums) -> dict[str, float | list[float]]:
+    """Device sums of one evaluation pass -> averages (a list for a vector metric), plus the number of real examples
+    counted. The sums add up per batch whatever their shape (a vector sum, a scalar count)."""
     sums = jax.device_get(sums)
     return {**reduce_metrics(sums["metrics"]), "num_examples": int(sums["num_examples"])}
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    """The scalar metrics, for the scalar writers and the progress line (results.json keeps the vectors too)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
 
 
 def _agreed_flags(*flags: bool) -> tuple[bool, ...]:
@@ -352,7 +358,7 @@ def _train_and_evaluate(config, workdir: Path, entry, signals: guard.StopSignals
         if config.init_from:  # where fine-tuning starts: the loaded model's evaluation before any step
             init_metrics = {split: evaluate(eval_variables(state), split) for split in evals}
             for split, values in init_metrics.items():
-                writer.write_scalars(0, values, prefix=split)
+                writer.write_scalars(0, _scalars(values), prefix=split)
     progress = Progress(total_steps, initial_step=start_step, log_every=config.log_every_steps) if is_main else None
     train_iter = iterate(
         train_batches, num_threads=config.data.num_threads, prefetch=config.data.prefetch, state=data_state
@@ -419,9 +425,9 @@ def _train_and_evaluate(config, workdir: Path, entry, signals: guard.StopSignals
         ckpt_metrics = None
         if do_eval:
             val = evaluate(eval_variables(state), "val")
-            writer.write_scalars(step, val, prefix="val")
+            writer.write_scalars(step, _scalars(val), prefix="val")
             if progress is not None:
-                progress.write(f"step {step}: val " + " ".join(f"{k} {v:.4g}" for k, v in val.items()))
+                progress.write(f"step {step}: val " + " ".join(f"{k} {v:.4g}" for k, v in _scalars(val).items()))
             if stopper.metric:
                 name = stopper.metric.removeprefix("val/")
                 if name not in val:
@@ -478,7 +484,7 @@ def _train_and_evaluate(config, workdir: Path, entry, signals: guard.StopSignals
         results["val_metrics"] = evaluate(final_variables, "val")
     if "test" in evals:
         results["test_metrics"] = evaluate(final_variables, "test")
-        writer.write_scalars(final_step, results["test_metrics"], prefix="test")
+        writer.write_scalars(final_step, _scalars(results["test_metrics"]), prefix="test")
     results["traces"] = dict(traces)
     results["params_digest"] = params_digest(final_variables["params"])
     if state_collections:
@@ -491,7 +497,7 @@ def _train_and_evaluate(config, workdir: Path, entry, signals: guard.StopSignals
         workdir / "model",
         jax.device_get(final_variables),
         config=model_config,
-        metadata={"step": final_step, **results},
+        metadata={"step": final_step, **results, **({"data": inputs.data_spec} if inputs.data_spec else {})},
     )
     writer.close()
     if is_main:

@@ -26,6 +26,7 @@ import functools
 import logging
 import os
 import pathlib
+import warnings
 import zipfile
 
 import numpy as np
@@ -429,12 +430,64 @@ class ForecastingDataset:
             batch.update(x_mark=self.marks[x_rows], y_mark=self.marks[y_rows])
         return batch
 
+    def spec(self) -> dict:
+        """What new data must look like for a model trained on this split, as JSON-able values.
+
+        Saved with the trained model (`workdir/model/metadata.json`, key "data") so that `train.forecast --csv`
+        prepares a user's CSV exactly as training did: the channel columns in order, the fitted scaler (never refitted
+        on new data), the time features and the sampling frequency of the training rows.
+        """
+        if self.marks is None:
+            time_features = None
+        elif self.timeenc:
+            time_features = "timeF"
+        else:
+            time_features = "calendar_minute" if self.num_time_features == 5 else "calendar"
+        return {
+            "dataset": self.name,
+            "columns": list(self.columns),
+            "target": self.target,
+            "features": self.features,
+            "target_slice": [self.target_slice.start or 0, self.target_slice.stop],
+            "seq_len": self.seq_len,
+            "pred_len": self.pred_len,
+            "time_features": time_features,
+            "freq": self.freq,
+            "data_frequency": sampling_frequency(self.dates),
+            "scaler": {"mean": [float(v) for v in self.scaler.mean], "scale": [float(v) for v in self.scaler.scale]},
+            "last_date": str(self.dates[-1]),
+        }
+
     def __repr__(self) -> str:
         return (
             f"ForecastingDataset({self.name!r}, split={self.split!r}, seq_len={self.seq_len}, "
             f"pred_len={self.pred_len}, features={self.features!r}, windows={len(self)}, channels={self.num_channels}, "
             f"time_features={self.num_time_features})"
         )
+
+
+def sampling_frequency(dates) -> str | None:
+    """The pandas frequency string of regularly sampled `dates` ('h', '15min', '10min', 'D', 'W-SUN', 'MS', ...).
+
+    Inferred from the last 200 dates; where a repeated or missing stamp defeats `pd.infer_freq` (the standard
+    weather.csv repeats one), the most common step between dates. None for fewer than 3 dates or no positive step.
+    """
+    dates = pd.DatetimeIndex(dates)[-200:]
+    if len(dates) < 3:
+        return None
+    try:
+        with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset
+            warnings.simplefilter("ignore")
+            inferred = pd.infer_freq(dates)
+    except (ValueError, TypeError):
+        inferred = None
+    if inferred:
+        return pd.tseries.frequencies.to_offset(inferred).freqstr
+    steps = pd.Series(np.diff(dates.asi8))
+    steps = steps[steps > 0]
+    if steps.empty:
+        return None
+    return pd.tseries.frequencies.to_offset(pd.Timedelta(int(steps.mode().iloc[0]), "ns")).freqstr
 
 
 def _normalise_split(split: str) -> str:

@@ -2,12 +2,14 @@
 
 A task turns a batch (a dict of arrays with a `mask` of real examples) into model inputs, a masked mean loss
 and metric sums. Metrics are returned as `{name: (sum, count)}` so that they add up exactly over batches,
-devices and processes: every real example counts once, padded ones never.
+devices and processes: every real example counts once, padded ones never. A sum may be a vector (one value per
+channel, say) over a scalar count.
 """
 
 from typing import Any, Protocol
 
 import jax
+import numpy as np
 
 from train.tasks.classification import ClassificationTask
 from train.tasks.forecasting import ForecastingTask
@@ -26,9 +28,14 @@ class Task(Protocol):
     def metrics(self, outputs: jax.Array, batch: dict[str, jax.Array]) -> dict[str, tuple[jax.Array, jax.Array]]: ...
 
 
-def reduce_metrics(sums: dict[str, Any]) -> dict[str, float]:
-    """{name: (sum, count)} -> {name: sum / count}."""
-    return {k: float(s) / max(float(c), 1.0) for k, (s, c) in sums.items()}
+def reduce_metrics(sums: dict[str, Any]) -> dict[str, float | list[float]]:
+    """{name: (sum, count)} -> {name: sum / count}; a vector sum with a scalar count (a per-channel metric) gives
+    a list of floats."""
+    out = {}
+    for k, (s, c) in sums.items():
+        mean = np.asarray(s, np.float64) / max(float(c), 1.0)
+        out[k] = float(mean) if mean.ndim == 0 else mean.tolist()
+    return out
 
 
 __all__ = ["ClassificationTask", "ForecastingTask", "Task", "reduce_metrics"]
