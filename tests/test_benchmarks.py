@@ -10,7 +10,7 @@ import torch
 
 import checkpoints
 import zoo
-from benchmarks import peers, profile, report, scaling, step
+from benchmarks import memory, peers, profile, report, scaling, step
 
 TINY_SOFTS = ["seq_len=16", "pred_len=8", "d_model=16", "d_core=8", "d_ff=24", "e_layers=1"]
 FAST = ["--steps", "1", "--repeats", "1", "--warmup", "1", "--matmul-n", "256"]
@@ -198,6 +198,25 @@ def test_command_line_parsing():
             step.parse_modes(bad)
     got = step.parse_overrides(["enc_in=321", "dropout=0.1", "use_norm=false", "dtype=bfloat16", "x=a"])
     assert got == {"enc_in": 321, "dropout": 0.1, "use_norm": False, "dtype": jnp.bfloat16, "x": "a"}
+
+
+def test_memory_runner_arguments_and_child_results(capsys):
+    assert memory.parse_runs(" softs_etth1,default") == ["softs_etth1", "default"]
+    for bad, match in (("", "names no run"), ("default,nope", "unknown run")):
+        with pytest.raises(ValueError, match=match):
+            memory.parse_runs(bad)
+    with pytest.raises(SystemExit) as exit_info:
+        memory.main(["--runs", "nope"])
+    assert exit_info.value.code == 2 and "unknown run(s) nope; known: default, softs_etth1" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="usage"):
+        memory.main(["--child", "out.json"])
+    child = {"imports_mib": 270.0, "compiled_mib": 600.5, "steady_mib": None, "end_mib": 610.0, "compiles": 9}
+    row = memory.parse_child(json.dumps({**child, "compiled": ["jit(train_step)"], "exit_code": 0}))
+    assert row == {**child, "compiled": ["jit(train_step)"]}
+    with pytest.raises(ValueError, match="lacks compiled_mib, compiles"):
+        memory.parse_child(json.dumps({"imports_mib": 1.0, "steady_mib": 1.0, "end_mib": 1.0, "compiled": []}))
+    table = memory.format_table([{"run": "default", "peak_mib": 640.4, **row, "wall_s": 30.0}])
+    assert table.splitlines()[1].split() == ["default", "640", "270", "600", "-", "610", "9", "30.0"]
 
 
 def test_profile_attributes_step_time_to_kinds_of_operations():

@@ -73,9 +73,42 @@ def _default_workdir(config_path: str) -> str:
     return str(Path("runs") / stem)
 
 
+# glibc malloc: at most 2 arenas (mallopt M_ARENA_MAX), set before JAX starts its threads. Every thread that
+# allocates (XLA's pools, grain's prefetch threads) otherwise gets an arena of its own, up to 8 per core, each
+# keeping what it freed. Measured on 2 cores, 400 steps of the default run, /usr/bin/time -v: peak 771/797 ->
+# 706/679 MiB, 1304/1236 -> 1097/1299 examples/s (no change beyond the noise). Fixed trim and mmap thresholds
+# (MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_THRESHOLD_=131072) took ~60 MiB more but cost 40% of the throughput: not set.
+# A user's MALLOC_ARENA_MAX wins.
+_MALLOPT = {"MALLOC_ARENA_MAX": (-8, 2)}
+_malloc_configured = False
+
+
+def _configure_malloc() -> None:
+    global _malloc_configured
+    if _malloc_configured or not sys.platform.startswith("linux"):
+        return
+    _malloc_configured = True
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    for variable, (param, value) in _MALLOPT.items():
+        if variable not in os.environ:
+            mallopt(param, value)
+
+
+def configure_environment() -> None:
+    """The process-wide settings of a run, made before JAX starts (idempotent)."""
+    _configure_malloc()
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("~/.cache/mixer_zoo/jax_cache").expanduser()))
+
+
 def main(argv):
     del argv
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("~/.cache/mixer_zoo/jax_cache").expanduser()))
+    configure_environment()
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every save at INFO
     if not os.environ.get("MIXER_ZOO_TRACEBACK"):
         # A failed checkpoint write is reported once, as CheckpointWriteError; orbax's background threads would
@@ -133,6 +166,7 @@ def _find_config_in_argv(argv: list[str]) -> list[str]:
 
 
 def run():
+    configure_environment()  # before the config file is loaded: it imports JAX
     sys.argv = _find_config_in_argv(sys.argv)
     try:  # the flags are parsed here, once (app.run is handed the result), so that a bad override is one line
         _define_flags()
