@@ -173,11 +173,8 @@ def parse_child(text: str) -> dict[str, Any]:
     return {k: data[k] for k in (*FIELDS[1:-1], "compiled")}
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    from benchmarks.step import _fmt
     header = (
         f"{'run':14s} {'peak MiB':>8s} {'imports':>8s} {'compiled':>8s} {'steady':>8s} {'end':>8s} "
         f"{'compiles':>8s} {'wall s':>7s}"
