@@ -48,6 +48,9 @@ def _drop_orbax_errors(record: logging.LogRecord) -> bool:
     orbax = f"{os.sep}orbax{os.sep}"
     if orbax in record.pathname:
         return False
+    exc = record.exc_info[1] if record.exc_info else None
+    if _write_failure_echo(exc) or _write_failure_echo(ValueError(record.getMessage())):
+        return False
     if record.name == "asyncio":  # "Task exception was never retrieved": the traceback names orbax's files
         trace = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
         return orbax not in record.getMessage() + trace
@@ -58,13 +61,24 @@ def _closed_loop(exc) -> bool:
     return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
 
 
+def _write_failure_echo(exc) -> bool:
+    """A tensorstore write error surfacing again from a finished future or callback after the failed save
+    (`ValueError: OUT_OF_RANGE: Error writing ... [os_error_code='27']`): already reported as CheckpointWriteError."""
+    return isinstance(exc, ValueError) and "Error writing" in str(exc) and "os_error_code" in str(exc)
+
+
+def _teardown_noise(exc) -> bool:
+    return _closed_loop(exc) or _write_failure_echo(exc)
+
+
 def _quiet_closed_loops(hook):
     """tensorstore's callbacks into orbax's finished event loops, after a failed write: nothing to report."""
-    return lambda kind, exc, tb: None if _closed_loop(exc) else hook(kind, exc, tb)
+    return lambda kind, exc, tb: None if _teardown_noise(exc) else hook(kind, exc, tb)
 
 
 def _quiet_closed_loops_unraisable(hook):
-    return lambda unraisable: None if _closed_loop(unraisable.exc_value) else hook(unraisable)
+    """The same for exceptions Python can only print ("Exception ignored in ..."), e.g. from a future's __del__."""
+    return lambda unraisable: None if _teardown_noise(unraisable.exc_value) else hook(unraisable)
 
 
 def _default_workdir(config_path: str) -> str:
