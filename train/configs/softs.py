@@ -10,12 +10,14 @@ script's patience, the best checkpoint restored for the test, MSE/MAE on the nor
     python -m train.reproduce softs --datasets ETTh1,ETTh2 --horizons 96,192,336,720 --seeds 3 --out runs/repro
 
 ECL (321 channels) and Traffic (862) are configured from their official scripts but are GPU jobs. XLA's cost
-analysis of the train step (forward + backward, batch 16) gives 8.7 GFLOP per window for ECL and 23.3 for Traffic
-(9.4 / 24.9 at horizon 720); a full run (ECL: 30 epochs of ~18,200 windows, the script's patience 30 never stops
-early; Traffic: up to 50 epochs of ~12,100) is about 4.8 and 14 PFLOP. Expected wall time per run on one
-A100/H100-class GPU at an effective 5-20 TFLOP/s (batch 16 keeps the matrices small): ECL 4-16 min, Traffic
-12-47 min; on 2 CPU cores, many hours (an ECL epoch alone is ~160 TFLOP). Not measured: no GPU was available
-to us.
+analysis of the train step at batch 16 (`python -m benchmarks.step --models softs:16 --set enc_in=321 --set
+d_model=512 --set d_core=128 --set d_ff=512 --set e_layers=3 --set num_time_features=4 --modes train --steps 1
+--repeats 1 --warmup 0 --matmul-n 0`; `enc_in=862` for Traffic) gives 140 and 373 GFLOP per step, 8.7 and 23.3
+per window; a full run (ECL: 30 epochs of ~18,200 windows, the script's patience 30 never stops early; Traffic:
+up to 50 epochs of ~12,100) is about 4.8 and 14 PFLOP. The same command measured 2.6 and 6.0 s per step on 2 CPU
+cores (54 and 62 GFLOP/s): about 50 min per ECL epoch and 75 min per Traffic epoch, 25 and 60+ hours per run.
+Expected on one A100/H100-class GPU at an effective 5-20 TFLOP/s (batch 16 keeps the matrices small), an
+estimate, not measured (no GPU was available to us): ECL 4-16 min per run, Traffic 12-47 min.
 
 Hardware: 2 CPU cores. Expected: test MSE/MAE near the paper's. Wall time per run and the measured test MSE/MAE
 (mean and spread over seeds, next to the paper's) are in docs/results.md; `PAPER` below holds the paper's
