@@ -14,8 +14,13 @@ h -> a h + b. Three ways to evaluate it (`method=`), identical up to float round
 - "chunked": `jax.lax.scan` over chunks of `chunk_size` steps carrying the state `[batch, d, n]`, an associative
   scan inside each chunk; the chunk body is wrapped in `jax.checkpoint`, so the backward pass keeps only the chunk
   inputs and one state per chunk, and recomputes the rest chunk by chunk (memory bounded by the chunk size);
-- "sequential": `jax.lax.scan` over single steps (the reference recurrence; the backward pass keeps one decay per
-  step, `[batch, length, d, n]`).
+- "sequential": `jax.lax.scan` over single steps (the reference recurrence), with a written-out derivative: the
+  forward keeps the state before each step, `[length, batch, d, n]`, and the backward is one reverse loop of the
+  adjoint recurrence that recomputes each step's state and reads every gradient off it. Against autodiff of the
+  same loop (gradients equal to 1e-6), side by side in one process: forward + backward 1.3-1.4x faster, XLA's
+  temporaries 2.5-3x smaller (batch 2, width 64, n 16, lengths 256 and 1024: 26 -> 22 and 84 -> 60 ms, 7 -> 2
+  and 27 -> 9 MB; TSM2's time mixer, 448 series of 63 patches, width 32: 623 -> 436 ms, 190 -> 74 MB; ViM2-T's
+  first stage, 8 x 3136 tokens, width 192: 5.4 -> 3.9 s, 962 -> 335 MB).
 
 Default, by measurement (`python -m benchmarks.scan`, 2 shared CPU cores, batch 2, width 64, n 16; ms forward /
 forward + backward, XLA temporaries of the backward in MB):
@@ -26,7 +31,7 @@ forward + backward, XLA temporaries of the backward in MB):
 
 "sequential" is the fastest on XLA:CPU by 3-10x (a step is a few fused multiply-adds; the associative scans pay
 for log-depth slicing and padding), so it is the default (`DEFAULT_METHOD`). Its backward memory grows linearly
-(one decay per step), like "parallel"'s (4x more); "chunked" stays flat in the length, so pass
+(one state per step), like "parallel"'s; "chunked" stays flat in the length, so pass
 `method="chunked"` for long sequences under a memory limit. On GPU/TPU the associative forms are expected to win
 (parallel depth); not measured here, so the models expose `scan_method` to choose.
 """
@@ -68,17 +73,60 @@ def _parallel(u, delta, A, B, C):
     return _readout(h, C)
 
 
-def _sequential(u, delta, A, B, C):
+@jax.custom_vjp
+def _sequential_time_major(u, delta, A, B, C):
+    """`u, delta [length, batch, d]`, `A [d, n]`, `B, C [length, batch, n]` -> `y [length, batch, d]`."""
+    return _sequential_fwd(u, delta, A, B, C)[0]
+
+
+def _sequential_fwd(u, delta, A, B, C):
     def step(h, inputs):
         u_t, delta_t, B_t, C_t = inputs  # [batch, d], [batch, d], [batch, n], [batch, n]
-        h = jnp.exp(delta_t[..., None] * A) * h + (delta_t * u_t)[..., None] * B_t[:, None, :]
-        return h, jnp.sum(h * C_t[:, None, :], axis=-1)
+        h_new = jnp.exp(delta_t[..., None] * A) * h + (delta_t * u_t)[..., None] * B_t[:, None, :]
+        return h_new, (jnp.sum(h_new * C_t[:, None, :], axis=-1), h)
 
-    batch, _, d = u.shape
-    h0 = jnp.zeros((batch, d, A.shape[-1]), jnp.float32)
+    h0 = jnp.zeros((u.shape[1], u.shape[2], A.shape[-1]), jnp.float32)
+    _, (y, h_prev) = jax.lax.scan(step, h0, (u, delta, B, C))
+    return y, (u, delta, A, B, C, h_prev)
+
+
+def _sequential_bwd(residuals, grad_y):
+    # One reverse loop: the adjoint g_t = dL/dh_t = grad_y_t C_t + exp(delta_{t+1} A) g_{t+1}, with h_t recomputed
+    # from the stored h_{t-1}, and each step's gradients read off g_t (h_{t-1} g_t is the decay's, g_t the drive's).
+    u, delta, A, B, C, h_prev = residuals
+
+    def step(carry, inputs):
+        g_next, grad_A = carry  # exp(delta_{t+1} A) g_{t+1}, and the sum so far of A's gradient
+        u_t, delta_t, B_t, C_t, gy_t, h_prev_t = inputs
+        decay = jnp.exp(delta_t[..., None] * A)
+        drive_scale = delta_t * u_t
+        h_t = decay * h_prev_t + drive_scale[..., None] * B_t[:, None, :]
+        g = gy_t[..., None] * C_t[:, None, :] + g_next
+        grad_log_decay = g * h_prev_t * decay  # dL/d(delta_t A)
+        g_dot_B = jnp.sum(g * B_t[:, None, :], axis=-1)
+        grads_t = (
+            delta_t * g_dot_B,
+            jnp.sum(grad_log_decay * A, axis=-1) + u_t * g_dot_B,
+            jnp.sum(g * drive_scale[..., None], axis=1),
+            jnp.sum(h_t * gy_t[..., None], axis=1),
+        )
+        return (decay * g, grad_A + jnp.sum(grad_log_decay * delta_t[..., None], axis=0)), grads_t
+
+    carry = (jnp.zeros_like(h_prev[0]), jnp.zeros_like(A))
+    (_, grad_A), (grad_u, grad_delta, grad_B, grad_C) = jax.lax.scan(
+        step, carry, (u, delta, B, C, grad_y, h_prev), reverse=True
+    )
+    return grad_u, grad_delta, grad_A, grad_B, grad_C
+
+
+_sequential_time_major.defvjp(_sequential_fwd, _sequential_bwd)
+
+
+def _sequential(u, delta, A, B, C):
+    # Time-major inside, so that the `[length, batch, d, n]` states need no transpose; the derivative is written
+    # out (`_sequential_bwd`) so that the backward loop, like the forward, is one multiply-add per step.
     time_major = [jnp.swapaxes(a, 0, 1) for a in (u, delta, B, C)]
-    _, y = jax.lax.scan(step, h0, time_major)
-    return jnp.swapaxes(y, 0, 1)
+    return jnp.swapaxes(_sequential_time_major(*time_major[:2], A, *time_major[2:]), 0, 1)
 
 
 def _chunked(u, delta, A, B, C, chunk_size):
