@@ -3,7 +3,10 @@
 import gzip
 import io
 import json
+import os
 import pickle
+import subprocess
+import sys
 from collections import Counter
 from types import MappingProxyType
 
@@ -66,6 +69,40 @@ def test_digits_splits_sizes_range_and_stratification():
     assert src[-1]["label"] == src.labels[-1]
     with pytest.raises(IndexError, match="out of range"):
         src[len(src)]
+
+
+def test_digits_are_scikit_learns_cached_by_a_child_process(tmp_path, monkeypatch):
+    """The run's process reads the cache (never importing scikit-learn); the cached split is scikit-learn's."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    cache = tmp_path / "digits.npz"
+    cache.write_bytes(b"not an npz file")  # a damaged cache is rewritten
+    code = (
+        "import sys; from train.data import images as I; "
+        "print(len(I.make_image_source('digits', 'test')), 'sklearn' in sys.modules)"
+    )
+    env = {**os.environ, I.DIGITS_CACHE_ENV: str(cache)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["360", "False"]
+
+    d = load_digits()
+    full, test = train_test_split(np.arange(len(d.target)), test_size=0.2, random_state=0, stratify=d.target)
+    with np.load(cache) as f:
+        np.testing.assert_array_equal(f["test"], test)
+        np.testing.assert_array_equal(f["train_full"], full)
+        np.testing.assert_array_equal(f["images"][..., 0], np.round(d.images * (255 / 16)).astype(np.uint8))
+    try:
+        monkeypatch.setenv(I.DIGITS_CACHE_ENV, str(cache))
+        I._digits_splits.cache_clear()
+        np.testing.assert_array_equal(I.make_image_source("digits", "test").labels, d.target[test])
+        # No writable cache (its folder is a file): computed in the process, the same arrays.
+        (tmp_path / "a_file").write_text("")
+        monkeypatch.setenv(I.DIGITS_CACHE_ENV, str(tmp_path / "a_file" / "digits.npz"))
+        I._digits_splits.cache_clear()
+        np.testing.assert_array_equal(I.make_image_source("digits", "test").labels, d.target[test])
+    finally:
+        I._digits_splits.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import zoo
 from train import config as config_lib
 from train import finetune
 from train.data import images as image_data
-from train.data import timeseries
 from train.data.pipeline import ArrayExamples, TransformedExamples
 from train.tasks import ClassificationTask, ForecastingTask
 from train.tasks.forecasting import choose_season_length, seasonal_naive_scale
@@ -118,6 +117,8 @@ def forecasting_task(train, season_length: int = 0, report_original: bool = Fals
     """The task that scores forecasts of a data set whose training split is `train` (a ForecastingDataset): its
     target channels, its scaler (sMAPE, original-scale metrics) and MASE's scale, the seasonal naive forecast's
     mean absolute error over the training rows at `season_length` (0 = from the data's sampling frequency)."""
+    from train.data import timeseries  # pandas: loaded by forecasting runs only
+
     frequency = timeseries.sampling_frequency(train.dates)
     season = choose_season_length(season_length, frequency, len(train.data))
     return ForecastingTask(
@@ -140,6 +141,8 @@ def _forecasting(config, entry) -> Inputs:
     # Time features are tokens only for models that take them (`num_time_features`); 0 turns them off.
     use_marks = fields.get("num_time_features", 0) != 0
     timeenc = d.timeenc if use_marks else None
+    from train.data import timeseries  # pandas: loaded by forecasting runs only
+
     open_split = lambda split: timeseries.forecasting_dataset(
         d.dataset,
         split,

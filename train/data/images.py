@@ -20,6 +20,8 @@ import gzip
 import inspect
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -252,8 +254,12 @@ def _resolve(path: str, data_dir: str | os.PathLike | None, spec: str) -> Path:
 # Digits.
 
 
-@functools.lru_cache(maxsize=1)
-def _digits_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+DIGITS_CACHE_ENV = "MIXER_ZOO_DIGITS_CACHE"  # a file path; default ~/.cache/mixer_zoo/digits-sklearn-<version>.npz
+_DIGITS_PARTS = ("train", "validation", "test", "train_full")
+
+
+def _compute_digits() -> dict[str, np.ndarray]:
+    """Images `[1797, 8, 8, 1]` uint8, labels, and each split's indices, by scikit-learn (the definition)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -263,8 +269,55 @@ def _digits_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     idx = np.arange(len(labels))
     full, test = train_test_split(idx, test_size=0.2, random_state=0, stratify=labels)
     train, val = train_test_split(full, test_size=0.1, random_state=0, stratify=labels[full])
-    parts = {"train": train, "validation": val, "test": test, "train_full": full}
-    return {k: (images[v], labels[v]) for k, v in parts.items()}
+    return {"images": images, "labels": labels, "train": train, "validation": val, "test": test, "train_full": full}
+
+
+def digits_cache_file() -> Path:
+    from importlib.metadata import version
+
+    default = f"~/.cache/mixer_zoo/digits-sklearn-{version('scikit-learn')}.npz"
+    return Path(os.environ.get(DIGITS_CACHE_ENV) or default).expanduser()
+
+
+def write_digits_cache(path: str | os.PathLike) -> None:
+    """Computes the digits arrays and writes them to `path` atomically (run in a child process, below)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **_compute_digits())
+    os.replace(tmp, path)
+
+
+def _read_digits_cache(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ("images", "labels", *_DIGITS_PARTS)}
+    except (OSError, KeyError, ValueError, EOFError):
+        return None
+    n = len(arrays["labels"])
+    if arrays["images"].shape != (n, 8, 8, 1) or any(np.any(arrays[k] >= n) for k in _DIGITS_PARTS):
+        return None
+    return arrays
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    # scikit-learn defines the data and the splits, but importing it (and scipy, pandas) costs a training process
+    # ~140 MiB resident for a 1797 x 64 table: the arrays are computed once per scikit-learn version in a child
+    # process and cached; a run reads the cache. Without a writable cache they are computed here.
+    path = digits_cache_file()
+    arrays = _read_digits_cache(path)
+    if arrays is None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            program = "import sys; from train.data.images import write_digits_cache; write_digits_cache(sys.argv[1])"
+            subprocess.run([sys.executable, "-c", program, str(path)], check=True, capture_output=True, timeout=600)
+            arrays = _read_digits_cache(path)
+        except (OSError, subprocess.SubprocessError):
+            arrays = None
+    if arrays is None:
+        arrays = _compute_digits()
+    return {k: (arrays["images"][arrays[k]], arrays["labels"][arrays[k]]) for k in _DIGITS_PARTS}
 
 
 def digits_source(split: str) -> ArraySource:

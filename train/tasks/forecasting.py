@@ -10,25 +10,14 @@ import logging
 
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
 _log = logging.getLogger(__name__)
 
 # MASE's season length m by sampling step (a day of sub-daily data, a week of daily data, a year otherwise):
 #   hourly 24, 30-minute 48, 15-minute 96, 10-minute 144, daily 7, weekly 52, monthly 12, quarterly 4; any other
 #   step 1 (the naive forecast).
-_FIXED_STEP_SEASONS = {
-    pd.Timedelta("1h"): 24,
-    pd.Timedelta("30min"): 48,
-    pd.Timedelta("15min"): 96,
-    pd.Timedelta("10min"): 144,
-    pd.Timedelta("1D"): 7,
-}
-_CALENDAR_SEASONS = (
-    ((pd.offsets.Week,), 52),
-    ((pd.offsets.MonthBegin, pd.offsets.MonthEnd), 12),
-    ((pd.offsets.QuarterBegin, pd.offsets.QuarterEnd), 4),
-)
+_FIXED_STEP_SEASONS = {"1h": 24, "30min": 48, "15min": 96, "10min": 144, "1D": 7}
+_CALENDAR_SEASONS = ((("Week",), 52), (("MonthBegin", "MonthEnd"), 12), (("QuarterBegin", "QuarterEnd"), 4))
 
 
 def season_length(freq: str | None) -> int:
@@ -36,6 +25,8 @@ def season_length(freq: str | None) -> int:
 
     Aliases of one step agree: 'h', 'H', '1h' and '60min' give 24; 'W-SUN' and 'W-MON' give 52; 'MS' and 'ME' 12.
     """
+    import pandas as pd  # here, not at import: image runs never load pandas
+
     offset = None
     for text in (freq, str(freq).lower()) if freq else ():
         try:
@@ -45,12 +36,13 @@ def season_length(freq: str | None) -> int:
             continue
     if offset is None:
         return 1
+    fixed = {pd.Timedelta(step): m for step, m in _FIXED_STEP_SEASONS.items()}
     if isinstance(offset, pd.offsets.Tick):
-        return _FIXED_STEP_SEASONS.get(pd.Timedelta(offset), 1)
+        return fixed.get(pd.Timedelta(offset), 1)
     if isinstance(offset, pd.offsets.Day):  # not a Tick since pandas 3
-        return _FIXED_STEP_SEASONS.get(pd.Timedelta(days=offset.n), 1)
+        return fixed.get(pd.Timedelta(days=offset.n), 1)
     for kinds, m in _CALENDAR_SEASONS:
-        if isinstance(offset, kinds) and offset.n == 1:
+        if isinstance(offset, tuple(getattr(pd.offsets, kind) for kind in kinds)) and offset.n == 1:
             return m
     return 1
 
