@@ -5,7 +5,7 @@
     python -m benchmarks.peers --models softs:32 --set enc_in=321 --set pred_len=720
 
 Peers: timm's `mixer_*` models for our MLP-Mixer (our side with exact GELU, as timm); for SOFTS, AFNO and AFFNet
-the official architecture written plainly in PyTorch (`TorchSOFTS` below, `benchmarks/torch_afno.py`,
+the official architecture written plainly in PyTorch (`benchmarks/torch_softs.py`, `benchmarks/torch_afno.py`,
 `benchmarks/torch_affnet.py`: module names of the official code, so their state dicts convert to ours with
 `checkpoints.convert(name, ...)`, and the two agree in evaluation mode, tested).
 
@@ -41,102 +41,14 @@ from benchmarks.torch_afno import afno_peer
 from benchmarks.torch_ffnet import ffnet_peer
 from benchmarks.torch_msmlp import msmlp_peer
 from benchmarks.torch_ninformer import ninformer_peer
+from benchmarks.torch_softs import (  # noqa: F401  (re-exported: the SOFTS peer lives in a torch-only module)
+    TorchEncoder,
+    TorchEncoderLayer,
+    TorchSeriesEmbedding,
+    TorchSOFTS,
+    TorchSTAR,
+)
 from zoo.contract import as_hw
-
-# ----------------------------------------------------------------------------------------------- SOFTS in PyTorch
-
-
-class TorchSeriesEmbedding(nn.Module):
-    """Inverted embedding: each series' lookback (and each time-feature series) becomes one d_model token."""
-
-    def __init__(self, seq_len: int, d_model: int, dropout: float):
-        super().__init__()
-        self.value_embedding = nn.Linear(seq_len, d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None) -> torch.Tensor:
-        tokens = x.transpose(1, 2)  # [B, C, L]
-        if x_mark is not None:
-            tokens = torch.cat([tokens, x_mark.transpose(1, 2)], dim=1)
-        return self.dropout(self.value_embedding(tokens))
-
-
-class TorchSTAR(nn.Module):
-    """STAR: per-channel core, pooled over channels (sampled in training, softmax-weighted in evaluation), fused."""
-
-    def __init__(self, d_model: int, d_core: int):
-        super().__init__()
-        self.gen1 = nn.Linear(d_model, d_model)
-        self.gen2 = nn.Linear(d_model, d_core)
-        self.gen3 = nn.Linear(d_model + d_core, d_model)
-        self.gen4 = nn.Linear(d_model, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, _ = x.shape
-        core = self.gen2(F.gelu(self.gen1(x)))  # [B, C, d_core]
-        if self.training:
-            probs = F.softmax(core, dim=1).permute(0, 2, 1).reshape(-1, channels)  # [B * d_core, C]
-            index = torch.multinomial(probs, 1).view(batch, 1, -1)  # [B, 1, d_core]
-            pooled = torch.gather(core, 1, index)
-        else:
-            pooled = torch.sum(core * F.softmax(core, dim=1), dim=1, keepdim=True)
-        fused = torch.cat([x, pooled.expand(-1, channels, -1)], dim=-1)
-        return self.gen4(F.gelu(self.gen3(fused)))
-
-
-class TorchEncoderLayer(nn.Module):
-    """Post-norm layer: x = norm1(x + STAR(x)); out = norm2(x + conv2(gelu(conv1(x)))) with kernel-1 Conv1d."""
-
-    def __init__(self, d_model: int, d_core: int, d_ff: int, dropout: float):
-        super().__init__()
-        self.attention = TorchSTAR(d_model, d_core)
-        self.conv1 = nn.Conv1d(d_model, d_ff, kernel_size=1)
-        self.conv2 = nn.Conv1d(d_ff, d_model, kernel_size=1)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.dropout(self.attention(x)))
-        y = self.dropout(F.gelu(self.conv1(x.transpose(1, 2))))
-        y = self.dropout(self.conv2(y).transpose(1, 2))
-        return self.norm2(x + y)
-
-
-class TorchEncoder(nn.Module):
-    def __init__(self, layers: Sequence[nn.Module]):
-        super().__init__()
-        self.attn_layers = nn.ModuleList(layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.attn_layers:
-            x = layer(x)
-        return x
-
-
-class TorchSOFTS(nn.Module):
-    """SOFTS in plain PyTorch: x `[B, seq_len, enc_in]` (+ x_mark `[B, seq_len, F]`) -> `[B, pred_len, enc_in]`."""
-
-    def __init__(self, seq_len, pred_len, d_model, d_core, d_ff, e_layers, dropout=0.0, use_norm=True, **_):
-        super().__init__()
-        self.use_norm = use_norm
-        self.enc_embedding = TorchSeriesEmbedding(seq_len, d_model, dropout)
-        self.encoder = TorchEncoder([TorchEncoderLayer(d_model, d_core, d_ff, dropout) for _ in range(e_layers)])
-        self.projection = nn.Linear(d_model, pred_len)
-
-    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
-        channels = x.shape[2]
-        if self.use_norm:
-            mean = x.mean(1, keepdim=True).detach()
-            x = x - mean
-            std = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5)
-            x = x / std
-        tokens = self.encoder(self.enc_embedding(x, x_mark))
-        y = self.projection(tokens).transpose(1, 2)[:, :, :channels]
-        if self.use_norm:
-            y = y * std + mean
-        return y
-
 
 # ----------------------------------------------------------------------------------------------- peers
 
@@ -171,7 +83,7 @@ def softs_peer(name: str, model: Any) -> nn.Module:
 # family -> (peer builder, the overrides that give our model the peer's numerics, peer description)
 PEERS = {
     "mlp_mixer": (timm_peer, {"approximate_gelu": False}, "timm {timm} (PyTorch {torch} eager)"),
-    "softs": (softs_peer, {}, "TorchSOFTS in benchmarks/peers.py (PyTorch {torch} eager)"),
+    "softs": (softs_peer, {}, "TorchSOFTS in benchmarks/torch_softs.py (PyTorch {torch} eager)"),
     "afno": (afno_peer, {}, "TorchAFNONet in benchmarks/torch_afno.py (PyTorch {torch} eager)"),
     "affnet": (affnet_peer, {}, "TorchAFFNet in benchmarks/torch_affnet.py (PyTorch {torch} eager)"),
     "ffnet": (ffnet_peer, {}, "TorchFFNet in benchmarks/torch_ffnet.py (PyTorch {torch} eager)"),
