@@ -87,6 +87,8 @@ def test_mixer_backward_has_no_deep_fused_recomputation():
         (12, 3, 1, 12, (2, 7, 9, 12)),  # depthwise, odd and non-square
         (12, 3, 2, 12, (2, 7, 8, 12)),  # depthwise, stride 2
         (6, 5, 2, 6, (1, 9, 9, 6)),  # depthwise 5x5
+        (6, 5, 1, 6, (2, 9, 7, 6)),  # depthwise 5x5 stride 1: the written-out backward pass
+        (4, 7, 1, 4, (2, 6, 11, 4)),  # depthwise 7x7 stride 1, a kernel larger than the height
         (16, 1, 1, 1, (2, 5, 6, 8)),  # 1x1: a matrix product
         (8, 3, 2, 1, (2, 8, 8, 3)),  # dense 3x3 stride 2 (a stem)
         (8, 3, 1, 2, (1, 6, 6, 4)),  # grouped

@@ -17,9 +17,8 @@ import checkpoints
 import zoo
 from benchmarks.torch_msmlp import msmlp_peer, num_params
 from checkpoints.convert.msmlp import infer_config, to_official
-from zoo.layers.conv import depthwise_conv2d
 from zoo.layers.shift import channel_groups, shift_groups
-from zoo.msmlp import MixShift, depthwise_conv
+from zoo.msmlp import MixShift
 
 # Exact counts with the 1000-class head (vision_mixers.md §3.2, measured on the official PyTorch definition).
 OFFICIAL_COUNTS = {"msmlp_tiny": 28_656_232, "msmlp_small": 50_303_752, "msmlp_base": 88_696_792}
@@ -185,18 +184,6 @@ def test_mix_shift_matches_numpy_with_gradients():
         atol=2e-2,
         rtol=2e-2,
     )
-
-
-@pytest.mark.parametrize("k", [3, 5])
-def test_depthwise_conv_gradients_equal_autodiff(k):
-    rng = np.random.default_rng(k)
-    x = jnp.asarray(rng.standard_normal((2, 6, 5, 4)), jnp.float32)
-    kernel = jnp.asarray(rng.standard_normal((k, k, 1, 4)), jnp.float32)
-    cot = jnp.asarray(rng.standard_normal((2, 6, 5, 4)), jnp.float32)
-    ours = jax.vjp(depthwise_conv, x, kernel)[1](cot)
-    reference = jax.vjp(depthwise_conv2d, x, kernel)[1](cot)
-    for a, b in zip(ours, reference):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------------------

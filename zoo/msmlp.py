@@ -28,9 +28,10 @@ Speed. Each group's depthwise convolution is computed on its own (`DepthwiseConv
 under heavy shared load, so relative figures) for the whole token mixer at MS-MLP-T stage-1 shapes `[8, 56, 56, 96]`,
 forward / forward + backward: per-group convolutions 199 / 1168 ms; one merged 7x7 convolution with every group's
 kernel zero-padded to the largest size 672 / 3212 ms (and minutes of compilation with autodiff). With autodiff of
-`zoo.layers.depthwise_conv2d` the per-group form took 257 / 2365 ms: XLA:CPU computes the kernel gradient as k*k
-separate reductions (260 ms for one 7x7 conv on 16 channels); `depthwise_conv` below writes it as k matrix products
-over (batch, rows) followed by diagonal sums (20 ms), the input gradient as the convolution with the flipped kernel.
+the shifted-slice sum the per-group form took 257 / 2365 ms: XLA:CPU computes the kernel gradient as k*k separate
+reductions (260 ms for one 7x7 conv on 16 channels); `zoo.layers.depthwise_conv2d` writes it, for kernels of 5x5 and
+up, as k matrix products over (batch, rows) followed by diagonal sums (20 ms), and keeps autodiff for 3x3, where
+autodiff is faster.
 """
 
 from collections.abc import Sequence
@@ -65,35 +66,6 @@ def trunc_normal(std: float):
     return init
 
 
-@jax.custom_vjp
-def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`[batch, height, width, channels]` * `[k, k, 1, channels]` (k odd), stride 1, zero padding k // 2:
-    `zoo.layers.depthwise_conv2d` with a written-out backward pass (module doc, Speed)."""
-    return depthwise_conv2d(x, kernel)
-
-
-def _depthwise_conv_fwd(x, kernel):
-    return depthwise_conv2d(x, kernel), (x, kernel)
-
-
-def _depthwise_conv_bwd(residuals, g):
-    x, kernel = residuals
-    k, height = kernel.shape[0], x.shape[1]
-    pad = k // 2
-    dx = depthwise_conv2d(g, kernel[::-1, ::-1])  # the transpose of a 'same' correlation: the flipped kernel
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    rows = []
-    for i in range(k):
-        # dK[i, j, c] = sum_{b, h, w} padded[b, h + i, w + j, c] g[b, h, w, c]: one product over (b, h) for every
-        # (input column v, output column w) pair, then the sums along the diagonals v = w + j.
-        pairs = jnp.einsum("bhvc,bhwc->cvw", padded[:, i : i + height], g, preferred_element_type=jnp.float32)
-        rows.append(jnp.stack([jnp.trace(pairs, offset=-j, axis1=1, axis2=2) for j in range(k)]))
-    return dx, jnp.stack(rows)[:, :, None, :].astype(kernel.dtype)
-
-
-depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
-
-
 class DepthwiseConv(nn.Module):
     """Official `nn.Conv2d(c, c, k, padding=k // 2, groups=c)`: `[batch, H, W, c] -> [batch, H, W, c]`, parameters
     `kernel` `[k, k, 1, c]` and `bias` `[c]`, PyTorch's default initialisation."""
@@ -109,7 +81,7 @@ class DepthwiseConv(nn.Module):
         bias = self.param("bias", torch_bias_init(k * k), (channels,), self.param_dtype)
         dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
         x, kernel = x.astype(dtype), kernel.astype(dtype)
-        y = x * kernel[0, 0, 0] if k == 1 else depthwise_conv(x, kernel)
+        y = x * kernel[0, 0, 0] if k == 1 else depthwise_conv2d(x, kernel)
         return y + bias.astype(dtype)
 
 
