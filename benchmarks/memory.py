@@ -15,6 +15,11 @@ entry point, so it sees the same environment set-up. Reported, in MiB:
 - end: the resident set at the end of the run;
 - compiles: the number of XLA executables compiled (JAX's `jax_log_compiles` records).
 
+Every run is measured twice against its own JAX compilation cache (`JAX_COMPILATION_CACHE_DIR`, a fresh
+directory): `cold` (empty: the first run on a machine compiles everything) and then `warm` (the same directory:
+a later run reads its executables back instead of compiling; what runs side by side see once one has run).
+`--cache cold` or `--cache warm` measures one of them.
+
 The machine's other load does not change these figures much (resident memory, not time); `wall s` does.
 """
 
@@ -139,15 +144,28 @@ def _child(out: str, train_argv: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------------------------- the parent
 
 
-def measure(name: str, extra: Sequence[str] = (), workdir: str | None = None) -> dict[str, Any]:
-    """Runs `name` (a key of RUNS) in a fresh process; its row (MiB, seconds)."""
+CACHES = ("cold", "warm")
+
+
+def measure(
+    name: str,
+    extra: Sequence[str] = (),
+    workdir: str | None = None,
+    jax_cache: str | None = None,
+    cache_state: str | None = None,
+) -> dict[str, Any]:
+    """Runs `name` (a key of RUNS) in a fresh process; its row (MiB, seconds). `jax_cache`: the compilation cache
+    directory it uses (default: the environment's); `cache_state` is recorded with the row."""
+    env = dict(os.environ)
+    if jax_cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(jax_cache)
     with tempfile.TemporaryDirectory(prefix=f"memory_{name}_") as tmp:
         out, log = Path(tmp) / "child.json", Path(tmp) / "child.log"
         train_argv = [*RUNS[name], *extra, f"--workdir={workdir or Path(tmp) / 'workdir'}"]
         cmd = [sys.executable, "-m", "benchmarks.memory", "--child", str(out), "--", *train_argv]
         start = time.monotonic()
         with log.open("w") as f:
-            child = subprocess.Popen(cmd, cwd=_ROOT, stdout=f, stderr=subprocess.STDOUT)
+            child = subprocess.Popen(cmd, cwd=_ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
             _, status, usage = os.wait4(child.pid, 0)
             child.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - start
@@ -157,6 +175,7 @@ def measure(name: str, extra: Sequence[str] = (), workdir: str | None = None) ->
         row = parse_child(out.read_text())
     return {
         "run": name,
+        "jax_cache": cache_state,
         "command": " ".join(["python -m train", *RUNS[name], *extra]),
         "peak_mib": usage.ru_maxrss / 1024,
         **row,
@@ -176,13 +195,13 @@ def parse_child(text: str) -> dict[str, Any]:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     from benchmarks.step import _fmt
     header = (
-        f"{'run':14s} {'peak MiB':>8s} {'imports':>8s} {'compiled':>8s} {'steady':>8s} {'end':>8s} "
+        f"{'run':14s} {'cache':5s} {'peak MiB':>8s} {'imports':>8s} {'compiled':>8s} {'steady':>8s} {'end':>8s} "
         f"{'compiles':>8s} {'wall s':>7s}"
     )
     lines = [header]
     for r in rows:
         lines.append(
-            f"{r['run'][:14]:14s} {r['peak_mib']:8.0f} {_fmt(r['imports_mib'], '8.0f')} "
+            f"{r['run'][:14]:14s} {r.get('jax_cache') or '-':5s} {r['peak_mib']:8.0f} {_fmt(r['imports_mib'], '8.0f')} "
             f"{_fmt(r['compiled_mib'], '8.0f')} {_fmt(r['steady_mib'], '8.0f')} {_fmt(r['end_mib'], '8.0f')} "
             f"{r['compiles']:8d} {r['wall_s']:7.1f}"
         )
@@ -200,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument(
         "--extra", action="append", default=[], help="an argument added to every run (--extra=--config.total_steps=50)"
     )
+    p.add_argument(
+        "--cache", default=",".join(CACHES), help="compilation cache states to measure, in order: cold, warm or both"
+    )
     p.add_argument("--json", default=None, help="also write {machine, rows} to this file")
     p.add_argument("--quiet", action="store_true", help="no table")
     args = p.parse_args(argv)
@@ -207,11 +229,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         names = parse_runs(args.runs)
     except ValueError as e:
         p.error(str(e))
+    states = [c.strip() for c in args.cache.split(",") if c.strip()]
+    if not states or set(states) - set(CACHES):
+        p.error(f"--cache: {args.cache!r}; give cold, warm or cold,warm")
     rows = []
     for name in names:
-        rows.append(measure(name, args.extra))
-        if not args.quiet:
-            print(format_table(rows[-1:]) if len(rows) == 1 else format_table(rows[-1:]).splitlines()[1], flush=True)
+        with tempfile.TemporaryDirectory(prefix="memory_jax_cache_") as cache:
+            if states == ["warm"]:  # warm it first, unmeasured
+                measure(name, args.extra, jax_cache=cache)
+            for state in states:
+                rows.append(measure(name, args.extra, jax_cache=cache, cache_state=state))
+                if not args.quiet:
+                    table = format_table(rows[-1:]).splitlines()
+                    print("\n".join(table) if len(rows) == 1 else table[1], flush=True)
     if args.json:
         from benchmarks import step
 

@@ -215,8 +215,11 @@ def test_memory_runner_arguments_and_child_results(capsys):
     assert row == {**child, "compiled": ["jit(train_step)"]}
     with pytest.raises(ValueError, match="lacks compiled_mib, compiles"):
         memory.parse_child(json.dumps({"imports_mib": 1.0, "steady_mib": 1.0, "end_mib": 1.0, "compiled": []}))
-    table = memory.format_table([{"run": "default", "peak_mib": 640.4, **row, "wall_s": 30.0}])
-    assert table.splitlines()[1].split() == ["default", "640", "270", "600", "-", "610", "9", "30.0"]
+    table = memory.format_table([{"run": "default", "jax_cache": "cold", "peak_mib": 640.4, **row, "wall_s": 30.0}])
+    assert table.splitlines()[1].split() == ["default", "cold", "640", "270", "600", "-", "610", "9", "30.0"]
+    with pytest.raises(SystemExit) as exit_info:
+        memory.main(["--cache", "hot"])
+    assert exit_info.value.code == 2 and "--cache: 'hot'" in capsys.readouterr().err
 
 
 def test_profile_attributes_step_time_to_kinds_of_operations():
@@ -310,3 +313,13 @@ def test_linear_fit_is_least_squares():
     a, b, r2 = scaling.linear_fit(x, y)
     np.testing.assert_allclose([b, a], np.polyfit(x, y, 1))
     assert 0 < r2 < 1
+
+
+def test_depthwise_benchmark_checks_both_derivatives_and_rejects_bad_cases(capsys):
+    from benchmarks import depthwise
+
+    rows = depthwise.main(["--shapes", "2x9x7x3:5", "--repeats", "1"])
+    assert [r["kernel"] for r in rows] == [5] and rows[0]["autodiff_ms"] > 0 and rows[0]["written_out_ms"] > 0
+    with pytest.raises(SystemExit) as exit_info:
+        depthwise.main(["--shapes", "2x9x7:4"])
+    assert exit_info.value.code == 2 and "BATCHxHEIGHTxWIDTHxCHANNELS:K" in capsys.readouterr().err
