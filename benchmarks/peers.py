@@ -41,13 +41,7 @@ from benchmarks.torch_afno import afno_peer
 from benchmarks.torch_ffnet import ffnet_peer
 from benchmarks.torch_msmlp import msmlp_peer
 from benchmarks.torch_ninformer import ninformer_peer
-from benchmarks.torch_softs import (  # noqa: F401  (re-exported: the SOFTS peer lives in a torch-only module)
-    TorchEncoder,
-    TorchEncoderLayer,
-    TorchSeriesEmbedding,
-    TorchSOFTS,
-    TorchSTAR,
-)
+from benchmarks.torch_softs import TorchSOFTS
 from zoo.contract import as_hw
 
 # ----------------------------------------------------------------------------------------------- peers

@@ -5,10 +5,12 @@ recurrence, `mamba_ssm/ops/selective_scan_interface.py`) side by side.
     python -m benchmarks.scan                                    # lengths 256 .. 16384, batch 2, width 64, n 16
     python -m benchmarks.scan --lengths 256,1024 --batch 4 --width 128 --json runs/scan.json
     python -m benchmarks.scan --methods chunked,parallel --no-torch
+    python -m benchmarks.scan --methods sequential,autodiff --lengths 256,1024 --no-torch --repeats 5
 
 - **ms**: the median of `--repeats` timed calls of the jitted function after one warm-up call; forward is
   `selective_scan(...)`, backward is `jax.grad` of `sum(y * w)` for a fixed random `w` with respect to u, delta,
-  A, B, C and D (the forward included).
+  A, B, C and D (the forward included). Method `autodiff` is the plain `lax.scan` recurrence differentiated by
+  JAX (`autodiff_scan`), the baseline of "sequential"'s written-out derivative.
 - **XLA MB**: XLA's static estimate of the compiled function's temporaries (`memory_analysis().temp_size_in_bytes`),
   deterministic and the same on every platform; the arguments (the inputs) are not counted.
 - **torch ms**: the reference recurrence, a Python loop over the length, forward and `backward()` through autograd
@@ -69,11 +71,32 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def autodiff_scan(u, delta, A, B, C, D):
+    """The reference recurrence as one `jax.lax.scan`, differentiated by JAX (method "autodiff": what "sequential"
+    is without its written-out derivative)."""
+
+    def step(h, inputs):
+        u_t, delta_t, B_t, C_t = inputs
+        h = jnp.exp(delta_t[..., None] * A) * h + (delta_t * u_t)[..., None] * B_t[:, None, :]
+        return h, jnp.sum(h * C_t[:, None, :], axis=-1)
+
+    h0 = jnp.zeros((u.shape[0], u.shape[2], A.shape[1]), jnp.float32)
+    _, y = jax.lax.scan(step, h0, tuple(jnp.swapaxes(a, 0, 1) for a in (u, delta, B, C)))
+    return jnp.swapaxes(y, 0, 1) + u * D
+
+
+BENCH_METHODS = (*METHODS, "autodiff")
+
+
 def jax_case(inputs: dict[str, np.ndarray], method: str, chunk_size: int, repeats: int) -> dict[str, float]:
     args = {k: jnp.asarray(v) for k, v in inputs.items()}
     weights = jnp.asarray(np.random.default_rng(1).standard_normal(inputs["u"].shape).astype(np.float32))
-    forward = jax.jit(lambda a: selective_scan(**a, method=method, chunk_size=chunk_size))
-    backward = jax.jit(jax.grad(lambda a: jnp.sum(selective_scan(**a, method=method, chunk_size=chunk_size) * weights)))
+    if method == "autodiff":
+        scan = lambda a: autodiff_scan(**a)
+    else:
+        scan = lambda a: selective_scan(**a, method=method, chunk_size=chunk_size)
+    forward = jax.jit(scan)
+    backward = jax.jit(jax.grad(lambda a: jnp.sum(scan(a) * weights)))
     out = {}
     for mode, fn in (("forward", forward), ("backward", backward)):
         compiled = fn.lower(args).compile()
@@ -184,9 +207,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(BENCH_METHODS))
     if unknown:
-        parser.error(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
+        parser.error(f"unknown methods {unknown}; valid: {', '.join(BENCH_METHODS)}")
     lengths = [int(n) for n in args.lengths.split(",") if n]
     with_torch = not args.no_torch
     print(

@@ -10,7 +10,7 @@ import torch
 
 import checkpoints
 import zoo
-from benchmarks import memory, peers, profile, report, scaling, step
+from benchmarks import memory, peers, profile, report, scaling, step, torch_softs
 
 TINY_SOFTS = ["seq_len=16", "pred_len=8", "d_model=16", "d_core=8", "d_ff=24", "e_layers=1"]
 FAST = ["--steps", "1", "--repeats", "1", "--warmup", "1", "--matmul-n", "256"]
@@ -138,7 +138,7 @@ def test_timm_peer_is_timms_registered_mixer():
 def test_torch_softs_peer_matches_our_softs_in_evaluation(num_time_features):
     cfg = dict(seq_len=16, pred_len=8, d_model=16, d_core=8, d_ff=24, e_layers=2)
     torch.manual_seed(0)
-    peer = peers.TorchSOFTS(**cfg).eval()
+    peer = torch_softs.TorchSOFTS(**cfg).eval()
     variables = checkpoints.convert(
         "softs", {k: v.numpy() for k, v in peer.state_dict().items()}, enc_in=3, num_time_features=num_time_features
     )
@@ -156,7 +156,7 @@ def test_torch_softs_peer_matches_our_softs_in_evaluation(num_time_features):
 def test_torch_softs_peer_trains_with_sampled_pooling():
     """Training mode draws the pooled core from the channels (each pooled value is one channel's value)."""
     torch.manual_seed(0)
-    star = peers.TorchSTAR(8, 4).train()
+    star = torch_softs.TorchSTAR(8, 4).train()
     x = torch.randn(3, 5, 8)
     core = star.gen2(torch.nn.functional.gelu(star.gen1(x)))
     seen = []
@@ -323,3 +323,17 @@ def test_depthwise_benchmark_checks_both_derivatives_and_rejects_bad_cases(capsy
     with pytest.raises(SystemExit) as exit_info:
         depthwise.main(["--shapes", "2x9x7:4"])
     assert exit_info.value.code == 2 and "BATCHxHEIGHTxWIDTHxCHANNELS:K" in capsys.readouterr().err
+
+
+def test_scan_benchmark_autodiff_baseline_equals_the_scan():
+    from benchmarks import scan as bench_scan
+    from zoo.layers.scan import selective_scan
+
+    inputs = {k: jnp.asarray(v) for k, v in bench_scan.make_inputs(2, 9, 4, 3).items()}
+    np.testing.assert_allclose(
+        bench_scan.autodiff_scan(**inputs), selective_scan(**inputs, method="sequential"), rtol=1e-5, atol=1e-6
+    )
+    rows = bench_scan.main(["--lengths", "9", "--methods", "sequential,autodiff", "--no-torch", "--repeats", "1"])
+    assert rows[0]["autodiff_backward_ms"] > 0 and rows[0]["sequential_backward_xla_mb"] >= 0
+    with pytest.raises(SystemExit):
+        bench_scan.main(["--methods", "fft", "--no-torch"])

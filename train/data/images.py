@@ -302,9 +302,10 @@ def _read_digits_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 @functools.lru_cache(maxsize=1)
 def _digits_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    # scikit-learn defines the data and the splits, but importing it (and scipy, pandas) costs a training process
-    # ~140 MiB resident for a 1797 x 64 table: the arrays are computed once per scikit-learn version in a child
-    # process and cached; a run reads the cache. Without a writable cache they are computed here.
+    # scikit-learn defines the data and the splits, but importing it (and scipy, pandas) would weigh on every
+    # training process for a 1797 x 64 table (docs/benchmarks.md, Memory): the arrays are computed once per
+    # scikit-learn version in a child process and cached; a run reads the cache. Without a writable cache they
+    # are computed here.
     path = digits_cache_file()
     arrays = _read_digits_cache(path)
     if arrays is None:
