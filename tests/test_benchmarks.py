@@ -337,3 +337,34 @@ def test_scan_benchmark_autodiff_baseline_equals_the_scan():
     assert rows[0]["autodiff_backward_ms"] > 0 and rows[0]["sequential_backward_xla_mb"] >= 0
     with pytest.raises(SystemExit):
         bench_scan.main(["--methods", "fft", "--no-torch"])
+
+
+def test_mlp_variants_compute_the_same_step_and_gradients(tmp_path):
+    from benchmarks import mlp_variants
+
+    # The `wgrad` product's derivatives are autodiff's of a plain matmul (the layout changes, not the numbers).
+    x = jax.random.normal(jax.random.key(0), (3, 5, 8))
+    w = jax.random.normal(jax.random.key(1), (8, 6))
+    dims = (((2,), (0,)), ((), ()))
+    loss = lambda f: lambda a, b: jnp.sum(jnp.sin(f(a, b)))
+    want = jax.grad(loss(jnp.matmul), argnums=(0, 1))(x, w)
+    for rule in (mlp_variants._matmul, mlp_variants._matmul_jvp):
+        product = lambda a, b, r=rule: mlp_variants.wgrad_dot_general(a, b, dims, rule=r)
+        got = jax.grad(loss(product), argnums=(0, 1))(x, w)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="forward-mode"):  # why the library does not use the custom VJP
+        jax.jvp(lambda b: mlp_variants.wgrad_dot_general(x, b, dims), (w,), (w,))
+
+    out = tmp_path / "variants.json"
+    argv = ["--model", "mixer_ti2_8", "--batch", "4", "--rounds", "1", "--steps", "1"]
+    rows = mlp_variants.main([*argv, "--gelu-shape", "64,32", "--gemm", "16,8,4", "--json", str(out)])
+    steps = [r for r in rows if "variant" in r]
+    assert [r["variant"] for r in steps] == list(mlp_variants.VARIANTS)
+    np.testing.assert_allclose([r["loss"] for r in steps], steps[0]["loss"], rtol=1e-5)
+    assert {r["gelu"] for r in rows if "gelu" in r} == {"erf", "erfc", "tanh"}
+    assert all(r["max_abs_error"] < (1e-3 if r["gelu"] == "tanh" else 2e-6) for r in rows if "gelu" in r)
+    assert [r["gemm"] for r in rows if "gemm" in r] == [[16, 8, 4]]
+    assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
+    with pytest.raises(SystemExit):
+        mlp_variants.main(["--variants", "erf,nope"])

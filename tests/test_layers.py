@@ -12,13 +12,20 @@ import zoo
 from zoo.layers import Conv
 
 
-def test_gelu_values_are_jax_nn_gelu_and_derivatives_match_autodiff():
+def test_gelu_values_and_derivatives():
+    """tanh form: `jax.nn.gelu`'s values bit for bit; exact form: x Phi(x) to float32 rounding against float64 math
+    (PyTorch's erf formula, which it computes). Both: derivatives equal autodiff of the plain expression."""
+    import math
+
     from zoo.layers.mlp import gelu
 
     x = jnp.linspace(-9.0, 9.0, 4001)
-    for approximate in (False, True):
-        ours, ref = gelu(approximate), lambda v, a=approximate: jax.nn.gelu(v, approximate=a)
-        np.testing.assert_array_equal(np.asarray(ours(x)), np.asarray(ref(x)))
+    np.testing.assert_array_equal(np.asarray(gelu(True)(x)), np.asarray(jax.nn.gelu(x, approximate=True)))
+    x64 = np.asarray(x, np.float64)
+    exact64 = x64 * 0.5 * np.array([math.erfc(-v / math.sqrt(2.0)) for v in x64])
+    np.testing.assert_allclose(np.asarray(gelu(False)(x), np.float64), exact64, rtol=1e-6, atol=2e-6)
+    erf_form = lambda v: v * 0.5 * (1.0 + jax.lax.erf(v * np.float32(math.sqrt(0.5))))
+    for ours, ref in ((gelu(False), erf_form), (gelu(True), lambda v: jax.nn.gelu(v, approximate=True))):
         np.testing.assert_allclose(
             np.asarray(jax.vmap(jax.grad(ours))(x)), np.asarray(jax.vmap(jax.grad(ref))(x)), rtol=1e-5, atol=1e-6
         )
@@ -29,6 +36,10 @@ def test_gelu_values_are_jax_nn_gelu_and_derivatives_match_autodiff():
             rtol=1e-4,
             atol=1e-5,
         )
+    # The exact slope against float64 math, Phi(x) + x phi(x).
+    slope64 = exact64 / np.where(x64 == 0, 1, x64) + x64 * np.exp(-0.5 * x64**2) / math.sqrt(2 * math.pi)
+    slope64[x64 == 0] = 0.5
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(gelu(False)))(x)), slope64, rtol=1e-5, atol=2e-6)
 
 
 def test_layer_norm_is_flax_two_pass_layer_norm_in_values_and_derivatives():
