@@ -32,7 +32,6 @@ import os
 import re
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +39,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchmarks.end_to_end import measure as measure_process
 
 RUNS = {
     "default": [],
@@ -155,31 +156,28 @@ def measure(
     cache_state: str | None = None,
 ) -> dict[str, Any]:
     """Runs `name` (a key of RUNS) in a fresh process; its row (MiB, seconds). `jax_cache`: the compilation cache
-    directory it uses (default: the environment's); `cache_state` is recorded with the row."""
+    directory it uses (default: the environment's); `cache_state` is recorded with the row. The process is started
+    and measured (wall and CPU seconds, peak resident set from `os.wait4`) by `benchmarks.end_to_end.measure`."""
     env = dict(os.environ)
     if jax_cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = str(jax_cache)
     with tempfile.TemporaryDirectory(prefix=f"memory_{name}_") as tmp:
-        out, log = Path(tmp) / "child.json", Path(tmp) / "child.log"
+        out = Path(tmp) / "child.json"
         train_argv = [*RUNS[name], *extra, f"--workdir={workdir or Path(tmp) / 'workdir'}"]
         cmd = [sys.executable, "-m", "benchmarks.memory", "--child", str(out), "--", *train_argv]
-        start = time.monotonic()
-        with log.open("w") as f:
-            child = subprocess.Popen(cmd, cwd=_ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
-            _, status, usage = os.wait4(child.pid, 0)
-            child.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.monotonic() - start
-        if child.returncode or not out.exists():
-            tail = "\n".join(log.read_text().splitlines()[-20:])
-            raise RuntimeError(f"run {name} failed (exit {child.returncode}):\n{tail}")
+        m = measure_process(cmd, cwd=_ROOT, env=env, log_dir=tmp)
+        if m["returncode"] or not out.exists():
+            tail = "\n".join((m["stdout"] + m["stderr"]).splitlines()[-20:])
+            raise RuntimeError(f"run {name} failed (exit {m['returncode']}):\n{tail}")
         row = parse_child(out.read_text())
     return {
         "run": name,
         "jax_cache": cache_state,
         "command": " ".join(["python -m train", *RUNS[name], *extra]),
-        "peak_mib": usage.ru_maxrss / 1024,
+        "peak_mib": m["peak_mib"],
         **row,
-        "wall_s": wall,
+        "wall_s": m["wall_s"],
+        "cpu_s": m["cpu_s"],
     }
 
 

@@ -6,6 +6,7 @@ recurrence, `mamba_ssm/ops/selective_scan_interface.py`) side by side.
     python -m benchmarks.scan --lengths 256,1024 --batch 4 --width 128 --json runs/scan.json
     python -m benchmarks.scan --methods chunked,parallel --no-torch
     python -m benchmarks.scan --methods sequential,autodiff --lengths 256,1024 --no-torch --repeats 5
+    python -m benchmarks.scan --torch-max-length 4096 --json docs/benchmarks_data/scan.json --plot docs/scan_scaling.png
 
 - **ms**: the median of `--repeats` timed calls of the jitted function after one warm-up call; forward is
   `selective_scan(...)`, backward is `jax.grad` of `sum(y * w)` for a fixed random `w` with respect to u, delta,
@@ -15,16 +16,20 @@ recurrence, `mamba_ssm/ops/selective_scan_interface.py`) side by side.
   deterministic and the same on every platform; the arguments (the inputs) are not counted.
 - **torch ms**: the reference recurrence, a Python loop over the length, forward and `backward()` through autograd
   (same sizes, float32, on the CPU, `--torch-threads` threads, default 1: on the shared 2-core machine two torch
-  threads next to JAX's pool made every small op ~50x slower); no memory figure.
+  threads next to JAX's pool made every small op ~50x slower); no memory figure. Lengths above
+  `--torch-max-length` (default: no limit) skip it: its Python loop grows too slow there.
+- `--plot FILE`: forward + backward time against the length, every method (and the reference), log-log, with the
+  line of linear growth through each method's first point.
 
-Measured on the project's machine (2 CPU cores shared with other jobs, load ~9; batch 2, width 64, n 16; ms
-forward / forward + backward, XLA MB of the backward in brackets; lengths 4096 and 16384 were not finished under
-that load):
+Measured on the project's machine (2 cores of an Intel Xeon shared with a training job; batch 2, width 64, n 16;
+ms forward / forward + backward, XLA MB of the backward in brackets; docs/benchmarks.md has the plot):
 
 | length | sequential | chunked (64) | parallel | torch ref (1 thread) |
 |---|---|---|---|---|
-| 256 | 5.2 / 27.4 (7) | 60.6 / 62.0 (9) | 25.2 / 242 (25) | 241 / 2896 |
-| 1024 | 18.0 / 176 (26) | 181 / 802 (10) | 359 / 1069 (102) | 1010 / 46285 |
+| 256 | 0.7 / 2.7 (2) | 4.5 / 15.3 (10) | 3.2 / 16.9 (29) | 9.5 / 161 |
+| 1024 | 2.6 / 11.4 (9) | 18.4 / 63.7 (11) | 33.7 / 80.0 (117) | 54.0 / 2102 |
+| 4096 | 10.6 / 63.7 (37) | 80.0 / 279 (17) | 123 / 351 (475) | 259 / 98256 |
+| 16384 | 41.2 / 243 (148) | 300 / 1055 (38) | 544 / 1502 (1905) | - |
 
 The figures change with the machine's load; the ranking is what `zoo.layers.scan.DEFAULT_METHOD` is chosen from.
 """
@@ -161,6 +166,7 @@ def run(
     repeats: int,
     with_torch: bool,
     torch_threads: int = 1,
+    torch_max_length: int | None = None,
 ) -> list[dict]:
     rows = []
     for length in lengths:
@@ -169,7 +175,7 @@ def run(
         for method in methods:
             for key, value in jax_case(inputs, method, chunk_size, repeats).items():
                 row[f"{method}_{key}"] = value
-        if with_torch:
+        if with_torch and (torch_max_length is None or length <= torch_max_length):
             row.update(torch_case(inputs, repeats, torch_threads))
         rows.append(row)
         print(format_row(row, methods, with_torch), flush=True)
@@ -189,8 +195,39 @@ def format_row(row: dict, methods: Sequence[str], with_torch: bool) -> str:
         for m in methods
     ]
     if with_torch:
-        cells.append(f"{row['torch_forward_ms']:.1f} / {row['torch_backward_ms']:.1f}")
+        measured = "torch_forward_ms" in row
+        cells.append(f"{row['torch_forward_ms']:.1f} / {row['torch_backward_ms']:.1f}" if measured else "-")
     return f"| {row['length']} | " + " | ".join(cells) + " |"
+
+
+def plot(rows: Sequence[dict], methods: Sequence[str], path: Path) -> None:
+    """Forward + backward ms against the length (log-log) per method, with a dotted line of linear growth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    series = [(m, f"{m}_backward_ms") for m in methods] + [("torch ref", "torch_backward_ms")]
+    for label, key in series:
+        points = [(r["length"], r[key]) for r in rows if key in r]
+        if not points:
+            continue
+        (line,) = ax.plot(*zip(*points, strict=True), marker="o", label=label)
+        (l0, t0), last = points[0], points[-1][0]
+        ax.plot([l0, last], [t0, t0 * last / l0], ls=":", color=line.get_color(), lw=1)
+    first = rows[0]
+    ax.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="forward + backward, ms")
+    ax.set_title(
+        f"selective scan, batch {first['batch']}, width {first['width']}, n {first['state']} "
+        f"({jax.default_backend()}; dotted: linear growth)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
@@ -204,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--torch-max-length", type=int, default=None, help="longest length the reference runs")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--plot", type=Path, help="also write the scaling plot (PNG) here")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(BENCH_METHODS))
@@ -227,7 +266,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         repeats=args.repeats,
         with_torch=with_torch,
         torch_threads=args.torch_threads,
+        torch_max_length=args.torch_max_length,
     )
+    if args.plot:
+        plot(rows, methods, args.plot)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

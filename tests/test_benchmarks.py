@@ -368,3 +368,14 @@ def test_mlp_variants_compute_the_same_step_and_gradients(tmp_path):
     assert json.loads(out.read_text())["rows"] == json.loads(json.dumps(rows))
     with pytest.raises(SystemExit):
         mlp_variants.main(["--variants", "erf,nope"])
+
+
+def test_scan_benchmark_caps_the_reference_and_plots(tmp_path):
+    from benchmarks import scan
+
+    argv = ["--lengths", "8,16", "--methods", "sequential", "--repeats", "1", "--torch-max-length", "8"]
+    rows = scan.main([*argv, "--plot", str(tmp_path / "scan.png"), "--json", str(tmp_path / "scan.json")])
+    assert "torch_backward_ms" in rows[0] and "torch_backward_ms" not in rows[1]
+    assert scan.format_row(rows[1], ["sequential"], True).endswith("| - |")
+    assert (tmp_path / "scan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "scan.json").read_text()) == json.loads(json.dumps(rows))

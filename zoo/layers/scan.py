@@ -22,16 +22,18 @@ h -> a h + b. Three ways to evaluate it (`method=`), identical up to float round
   9 vs 27 MB; TSM2's time mixer (`--batch 448 --width 32 --lengths 63`): 209 vs 292 ms, 74 vs 190 MB; ViM2-T's
   first stage (`--batch 8 --width 192 --lengths 3136`): 872 vs 1407 ms, 335 vs 962 MB.
 
-Default, by measurement (`python -m benchmarks.scan`, 2 shared CPU cores, batch 2, width 64, n 16; ms forward /
-forward + backward, XLA temporaries of the backward in MB):
+Default, by measurement (`python -m benchmarks.scan --torch-max-length 4096`, 2 CPU cores shared with a training
+job, batch 2, width 64, n 16; ms forward / forward + backward, XLA temporaries of the backward in MB):
 
     length   sequential             chunked (64)            parallel               torch reference loop
-    256      5.2 / 27.4 (7)         60.6 / 62.0 (9)         25.2 / 242 (25)        241 / 2896
-    1024     18.0 / 176 (26)        181 / 802 (10)          359 / 1069 (102)       1010 / 46285
+    256      0.7 / 2.7 (2)          4.5 / 15.3 (10)         3.2 / 16.9 (29)        9.5 / 161
+    1024     2.6 / 11.4 (9)         18.4 / 63.7 (11)        33.7 / 80.0 (117)      54.0 / 2102
+    4096     10.6 / 63.7 (37)       80.0 / 279 (17)         123 / 351 (475)        259 / 98256
+    16384    41.2 / 243 (148)       300 / 1055 (38)         544 / 1502 (1905)      -
 
-"sequential" is the fastest on XLA:CPU by 3-10x (a step is a few fused multiply-adds; the associative scans pay
+"sequential" is the fastest on XLA:CPU by 4-7x (a step is a few fused multiply-adds; the associative scans pay
 for log-depth slicing and padding), so it is the default (`DEFAULT_METHOD`). Its backward memory grows linearly
-(one state per step), like "parallel"'s; "chunked" stays flat in the length, so pass
+(one state per step), like "parallel"'s (13x smaller); "chunked" stays nearly flat in the length, so pass
 `method="chunked"` for long sequences under a memory limit. On GPU/TPU the associative forms are expected to win
 (parallel depth); not measured here, so the models expose `scan_method` to choose.
 """
