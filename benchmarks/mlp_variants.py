@@ -45,21 +45,19 @@ import zoo.layers.mlp as mlp
 from benchmarks import step as bench_step
 
 VARIANTS = ("erf", "erfc", "wgrad", "wgrad_jvp")
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 @jax.custom_jvp
 def gelu_erfc(x: jax.Array) -> jax.Array:
     """`jax.nn.gelu(x, approximate=False)`'s form, with the library's JVP rule."""
-    return 0.5 * x * jax.lax.erfc(-x * jnp.asarray(_SQRT_HALF, x.dtype))
+    return 0.5 * x * jax.lax.erfc(-x * jnp.asarray(mlp._SQRT_HALF, x.dtype))
 
 
 @gelu_erfc.defjvp
 def _gelu_erfc_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
-    cdf = mlp.materialize(0.5 * jax.lax.erfc(-x * jnp.asarray(_SQRT_HALF, x.dtype)))
-    return x * cdf, (cdf + x * jnp.exp(-0.5 * x * x) * jnp.asarray(_INV_SQRT_2PI, x.dtype)) * t
+    cdf = mlp.materialize(0.5 * jax.lax.erfc(-x * jnp.asarray(mlp._SQRT_HALF, x.dtype)))
+    return x * cdf, (cdf + x * jnp.exp(-0.5 * x * x) * jnp.asarray(mlp._INV_SQRT_2PI, x.dtype)) * t
 
 
 @jax.custom_vjp
@@ -167,7 +165,7 @@ def compare_gelu(shape: Sequence[int], repeats: int = 20) -> list[dict[str, Any]
     """Forward + backward of each GELU form alone, and its largest error against float64 math on [-12, 12]."""
     x = jax.random.normal(jax.random.key(0), tuple(shape), jnp.float32) * 3
     grid = np.linspace(-12, 12, 24001)
-    exact64 = grid * 0.5 * np.array([math.erfc(-v * _SQRT_HALF) for v in grid])
+    exact64 = grid * 0.5 * np.array([math.erfc(-v * mlp._SQRT_HALF) for v in grid])
     forms = {"erf": mlp.gelu_exact, "erfc": gelu_erfc, "tanh": mlp.gelu_tanh}
     fns = {k: jax.jit(jax.grad(lambda a, f=f: jnp.sum(f(a) * a))) for k, f in forms.items()}
     for f in fns.values():

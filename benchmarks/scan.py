@@ -21,16 +21,7 @@ recurrence, `mamba_ssm/ops/selective_scan_interface.py`) side by side.
 - `--plot FILE`: forward + backward time against the length, every method (and the reference), log-log, with the
   line of linear growth through each method's first point.
 
-Measured on the project's machine (2 cores of an Intel Xeon shared with a training job; batch 2, width 64, n 16;
-ms forward / forward + backward, XLA MB of the backward in brackets; docs/benchmarks.md has the plot):
-
-| length | sequential | chunked (64) | parallel | torch ref (1 thread) |
-|---|---|---|---|---|
-| 256 | 0.7 / 2.7 (2) | 4.5 / 15.3 (10) | 3.2 / 16.9 (29) | 9.5 / 161 |
-| 1024 | 2.6 / 11.4 (9) | 18.4 / 63.7 (11) | 33.7 / 80.0 (117) | 54.0 / 2102 |
-| 4096 | 10.6 / 63.7 (37) | 80.0 / 279 (17) | 123 / 351 (475) | 259 / 98256 |
-| 16384 | 41.2 / 243 (148) | 300 / 1055 (38) | 544 / 1502 (1905) | - |
-
+The figures measured on the project's machine, lengths 256 to 16,384, and their plot are in docs/benchmarks.md.
 The figures change with the machine's load; the ranking is what `zoo.layers.scan.DEFAULT_METHOD` is chosen from.
 """
 
