@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -18,9 +19,18 @@ from train.trainer import params_digest
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768+), so that no outgoing connection of another process
+    can take it between this check and the coordinator binding it."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def _devices(n: int) -> dict[str, str]:
@@ -85,27 +95,40 @@ def test_two_processes_finish_with_identical_parameters(tmp_path):
             "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
             "JAX_NUM_PROCESSES": "2",
             "JAX_PROCESS_ID": str(pid),
+            "PYTHONFAULTHANDLER": "1",
         }
         cmd = [sys.executable, "-m", "train", *CLI_TINY, "--config.total_steps=8", "--config.distributed.timeout_s=60"]
         # Files, not pipes: an unread pipe could fill up and stall one process inside a collective.
         out, err = open(tmp_path / f"out{pid}", "w"), open(tmp_path / f"err{pid}", "w")
         logs.append((out, err))
         procs.append(subprocess.Popen([*cmd, f"--workdir={workdir}"], cwd=REPO, env=env, stdout=out, stderr=err))
+    limit_s = 240  # a missing peer aborts within the 60 s initialisation timeout
+    deadline, hung = time.monotonic() + limit_s, []
     try:
         for p in procs:
-            p.wait(timeout=240)  # a missing peer aborts within the 60 s initialisation timeout
+            try:
+                p.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                hung.append(p)
     finally:
         for p in procs:
             if p.poll() is None:
-                p.kill()
+                p.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's Python stack to stderr
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         for out, err in logs:
             out.close(), err.close()
     outputs = [
         (p.returncode, (tmp_path / f"out{i}").read_text(), (tmp_path / f"err{i}").read_text())
         for i, p in enumerate(procs)
     ]
-    for rc, _, err in outputs:
-        assert rc == 0, err[-3000:]
+    # Both processes' ends, whatever failed: a hang in one is often an error in the other.
+    report = "\n".join(f"--- process {i} (exit {rc}):\n{err[-10000:]}" for i, (rc, _, err) in enumerate(outputs))
+    assert not hung, f"processes {[procs.index(p) for p in hung]} still running after {limit_s} s\n{report}"
+    assert all(rc == 0 for rc, _, _ in outputs), report
     digests = [line.split(": ")[1] for _, out, _ in outputs for line in out.splitlines() if "params sha256" in line]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert "(process 0)" in outputs[0][1] and "(process 1)" in outputs[1][1]
