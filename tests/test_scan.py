@@ -84,6 +84,27 @@ def test_chunk_sizes_agree_including_ragged_last_chunk():
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("d", [40, 150])
+def test_batches_and_widths_that_do_not_fill_the_scan_blocks(method, d):
+    """n = 16: the sequential scan runs blocks of 128 state columns, so width 40 goes 3 rows at a time (a batch of 5
+    padded to 6 inside) and width 150 in two channel groups of 128 (the second padded); values and every gradient
+    must still be those of the plain recurrence (A's gradient summed over the batch blocks, B's and C's over the
+    channel groups), the padding contributing nothing."""
+    case = {k: jnp.asarray(v) for k, v in random_case(5, 13, d, 16, seed=3).items()}
+    y = selective_scan(**case, method=method, chunk_size=4)
+    np.testing.assert_allclose(np.asarray(y), numpy_scan(**case), rtol=1e-5, atol=1e-5)
+    weights = jnp.asarray(np.random.default_rng(6).standard_normal((5, 13, d)), jnp.float32)
+    ours = lambda a: jnp.sum(selective_scan(**a, method=method, chunk_size=4) * weights)
+    ref = lambda a: jnp.sum(lax_scan_reference(**a) * weights)
+    got, want = jax.jit(jax.grad(ours))(case), jax.jit(jax.grad(ref))(case)
+    for name in case:
+        scale = float(np.abs(np.asarray(want[name])).max())
+        np.testing.assert_allclose(
+            np.asarray(got[name]), np.asarray(want[name]), rtol=1e-4, atol=1e-5 * max(scale, 1.0), err_msg=name
+        )
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_bfloat16_inputs_keep_a_float32_state(method):
     """1024 steps of h += 2^-10 (decay 1): a float32 state reaches 1.0; a bfloat16 one would stall near 0.25,
     where 2^-10 is below half a unit in the last place."""

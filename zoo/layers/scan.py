@@ -14,27 +14,32 @@ h -> a h + b. Three ways to evaluate it (`method=`), identical up to float round
 - "chunked": `jax.lax.scan` over chunks of `chunk_size` steps carrying the state `[batch, d, n]`, an associative
   scan inside each chunk; the chunk body is wrapped in `jax.checkpoint`, so the backward pass keeps only the chunk
   inputs and one state per chunk, and recomputes the rest chunk by chunk (memory bounded by the chunk size);
-- "sequential": `jax.lax.scan` over single steps (the reference recurrence), with a written-out derivative: the
-  forward keeps the state before each step, `[length, batch, d, n]`, and the backward is one reverse loop of the
-  adjoint recurrence that recomputes each step's state and reads every gradient off it. Against autodiff of the
-  same loop (`python -m benchmarks.scan --methods sequential,autodiff --no-torch`, 2 cores; ms forward + backward,
-  XLA temporaries): batch 2, width 64, n 16, length 256: 5.4 vs 5.5 ms, 2 vs 7 MB; length 1024: 18.9 vs 38.9 ms,
-  9 vs 27 MB; TSM2's time mixer (`--batch 448 --width 32 --lengths 63`): 209 vs 292 ms, 74 vs 190 MB; ViM2-T's
-  first stage (`--batch 8 --width 192 --lengths 3136`): 872 vs 1407 ms, 335 vs 962 MB.
+- "sequential": `jax.lax.scan` over single steps (the reference recurrence), run block by block over the batch and
+  channels (`jax.lax.map`; blocks of 2,048 state numbers, 128 columns at n = 16, the state `[n, block, channels]`
+  in the L1 cache for the whole sequence), with a written-out derivative: the forward keeps only its inputs, and
+  the backward recomputes each block's states, then runs one reverse loop of the adjoint recurrence that reads
+  every gradient off them.
+  Against the whole-batch loop it replaced (which kept `[length, batch, d, n]` states; `python -m benchmarks.scan
+  --methods sequential --no-torch --repeats 3 --batch B --width W --lengths L`, 2 cores, ms forward + backward,
+  XLA MB, before -> after): TSM2's variate mixer (B 8064, W 32, L 7) 490 -> 115 ms, 291 -> 29 MB; its time mixer
+  (448, 32, 63) 105 -> 49 ms, 74 -> 12 MB; ViM2-T's stages (8, 192, 3136) 632 -> 391 ms, 335 -> 136 MB, (8, 384,
+  784) 371 -> 131 ms, 168 -> 34 MB, (8, 768, 49) 45 -> 14 ms, 25 -> 5 MB. Under `jax.vmap` JAX batches the block
+  loop and it runs ~6x slower (4 x [8, 784, 192]: 2876 ms against 473 for the same work unbatched): call the scan
+  once per slice, as `zoo.mambamixer.S6` does per scan direction.
 
-Default, by measurement (`python -m benchmarks.scan --torch-max-length 4096`, 2 CPU cores shared with a training
-job, batch 2, width 64, n 16; ms forward / forward + backward, XLA temporaries of the backward in MB):
+Default, by measurement (`python -m benchmarks.scan --torch-max-length 4096`, 1 CPU core, batch 2, width 64, n 16;
+ms forward / forward + backward, XLA temporaries of the backward in MB):
 
     length   sequential             chunked (64)            parallel               torch reference loop
-    256      0.7 / 2.7 (2)          4.5 / 15.3 (10)         3.2 / 16.9 (29)        9.5 / 161
-    1024     2.6 / 11.4 (9)         18.4 / 63.7 (11)        33.7 / 80.0 (117)      54.0 / 2102
-    4096     10.6 / 63.7 (37)       80.0 / 279 (17)         123 / 351 (475)        259 / 98256
-    16384    41.2 / 243 (148)       300 / 1055 (38)         544 / 1502 (1905)      -
+    256      0.5 / 1.6 (2)          3.9 / 14.6 (10)         3.4 / 9.0 (29)         10.3 / 170
+    1024     1.4 / 6.7 (9)          15.5 / 57.9 (11)        26.5 / 83.2 (117)      60.1 / 2158
+    4096     5.4 / 44.2 (37)        62.4 / 227 (17)         134 / 390 (475)        278 / 121956
+    16384    21.5 / 176 (148)       229 / 920 (38)          580 / 1580 (1905)      -
 
-"sequential" is the fastest on XLA:CPU by 4-7x (a step is a few fused multiply-adds; the associative scans pay
+"sequential" is the fastest on XLA:CPU by 5-12x (a step is a few fused multiply-adds; the associative scans pay
 for log-depth slicing and padding), so it is the default (`DEFAULT_METHOD`). Its backward memory grows linearly
-(one state per step), like "parallel"'s (13x smaller); "chunked" stays nearly flat in the length, so pass
-`method="chunked"` for long sequences under a memory limit. On GPU/TPU the associative forms are expected to win
+(one state per step of a block), like "parallel"'s (13x smaller); "chunked" stays nearly flat in the length, so
+pass `method="chunked"` for long sequences under a memory limit. On GPU/TPU the associative forms are expected to win
 (parallel depth); not measured here, so the models expose `scan_method` to choose.
 """
 
@@ -75,60 +80,136 @@ def _parallel(u, delta, A, B, C):
     return _readout(h, C)
 
 
+# The sequential scan runs block by block: `block` rows of the batch times `group` channels, with the state of a
+# block laid out `[n, block, group]` (channels minor) and about `_STEP_ELEMENTS` numbers in all. A block's state then
+# stays in the core's L1 cache for the whole sequence, and each step is a few vector multiply-adds too small for
+# XLA:CPU to split over threads (which costs more than it gains at this size), where a whole-batch step streams
+# `[batch, d, n]` through memory several times. Chosen by measurement (`benchmarks.scan`, d = 32 to 384, n = 16):
+# 2,048 numbers per step, faster than 1,024 and 4,096+.
+_STEP_ELEMENTS = 2048
+
+
+def _layout(batch: int, d: int, n: int) -> tuple[int, int]:
+    """(block, group): rows of the batch and channels per block."""
+    columns = max(8, _STEP_ELEMENTS // n)
+    group = min(d, columns)
+    return max(1, min(batch, columns // group)), group
+
+
+def _to_blocks(a, block, group, num_groups, minor=False):
+    """`[batch, length, k]` -> `[num_groups * num_blocks, length, block, k']`, (`minor`: `[..., k', block]`).
+
+    With `group`, `a` is per channel (k = d): its channels are cut into `num_groups` groups of `group` (zero-padded).
+    Without, `a` is shared by the channels (B, C: k = n) and repeated for each group. The batch is zero-padded to a
+    multiple of `block` (padded rows and channels have delta = 0: decay 1, no input, a zero state)."""
+    batch, length, k = a.shape
+    if group:
+        a = jnp.pad(a, ((0, 0), (0, 0), (0, num_groups * group - k))).reshape(batch, length, num_groups, group)
+        a = a.transpose(2, 0, 1, 3)
+    else:
+        a = jnp.broadcast_to(a, (num_groups, batch, length, k))
+    num_blocks = -(-batch // block)
+    a = jnp.pad(a, ((0, 0), (0, num_blocks * block - batch), (0, 0), (0, 0)))
+    a = a.reshape(num_groups, num_blocks, block, length, a.shape[-1])
+    a = a.transpose(0, 1, 3, 4, 2) if minor else a.transpose(0, 1, 3, 2, 4)
+    return a.reshape(num_groups * num_blocks, *a.shape[2:])
+
+
+def _from_blocks(a, batch, num_groups, d=None, minor=False):
+    """The inverse of `_to_blocks` -> `[batch, length, k]`: with `d` the channel groups joined (the padding cut),
+    without the groups' parts summed (the gradient of an input shared by the channels)."""
+    a = a.reshape(num_groups, -1, *a.shape[1:])
+    a = a.transpose(0, 1, 4, 2, 3) if minor else a.transpose(0, 1, 3, 2, 4)  # [groups, blocks, block, length, k]
+    a = a.reshape(num_groups, -1, *a.shape[3:])[:, :batch]
+    if d is None:
+        return jnp.sum(a, axis=0)
+    return a.transpose(1, 2, 0, 3).reshape(batch, a.shape[2], -1)[..., :d]
+
+
+def _block_forward(u, delta, A_t, B, C, keep_states=False):
+    """One block of `block` rows and `group` channels, time-major: `u, delta [length, block, group]`, `A_t [n, group]`,
+    `B, C [length, n, block]` -> `y [length, block, group]` (with `keep_states` also the state before each step,
+    `[length, n, block, group]`)."""
+
+    def step(h, inputs):
+        u_t, delta_t, B_t, C_t = inputs
+        h_new = jnp.exp(delta_t * A_t[:, None, :]) * h + (delta_t * u_t) * B_t[:, :, None]
+        y_t = jnp.sum(h_new * C_t[:, :, None], axis=0)
+        return h_new, ((y_t, h) if keep_states else y_t)
+
+    h0 = jnp.zeros((A_t.shape[0], *u.shape[1:]), jnp.float32)
+    return jax.lax.scan(step, h0, (u, delta, B, C))[1]
+
+
+def _block_backward(u, delta, A_t, B, C, grad_y):
+    """Gradients of one block (shapes as `_block_forward`, `grad_y` like `y`): the forward again, keeping the
+    states, then one reverse loop of the adjoint recurrence g_t = dL/dh_t = grad_y_t C_t + exp(delta_{t+1} A)
+    g_{t+1}, each step's gradients read off g_t (h_{t-1} g_t is the decay's, g_t the drive's)."""
+    _, h_prev = _block_forward(u, delta, A_t, B, C, keep_states=True)
+
+    def step(carry, inputs):
+        g_next, grad_A = carry  # exp(delta_{t+1} A) g_{t+1}, and the sum so far of A's gradient (`[n, group]`)
+        u_t, delta_t, B_t, C_t, gy_t, h_prev_t = inputs
+        decay = jnp.exp(delta_t * A_t[:, None, :])
+        drive_scale = delta_t * u_t
+        h_t = decay * h_prev_t + drive_scale * B_t[:, :, None]
+        g = gy_t * C_t[:, :, None] + g_next
+        grad_log_decay = g * h_prev_t * decay  # dL/d(delta_t A)
+        g_dot_B = jnp.sum(g * B_t[:, :, None], axis=0)
+        grads_t = (
+            delta_t * g_dot_B,
+            jnp.sum(grad_log_decay * A_t[:, None, :], axis=0) + u_t * g_dot_B,
+            jnp.sum(g * drive_scale, axis=-1),
+            jnp.sum(h_t * gy_t, axis=-1),
+        )
+        return (decay * g, grad_A + jnp.sum(grad_log_decay * delta_t, axis=1)), grads_t
+
+    carry = (jnp.zeros_like(h_prev[0]), jnp.zeros_like(A_t))
+    (_, grad_A), grads = jax.lax.scan(step, carry, (u, delta, B, C, grad_y, h_prev), reverse=True)
+    return grads, grad_A
+
+
+def _blocked(u, delta, A, B, C, *more):
+    """The blocks of `_sequential`'s inputs (and of `more`, per-channel arrays like `u`), for `jax.lax.map`."""
+    (batch, _, d), n = u.shape, A.shape[1]
+    block, group = _layout(batch, d, n)
+    num_groups = -(-d // group)
+    channels = lambda a: _to_blocks(a, block, group, num_groups)
+    shared = lambda a: _to_blocks(a, block, None, num_groups, minor=True)
+    A_t = jnp.pad(A, ((0, num_groups * group - d), (0, 0))).reshape(num_groups, group, n).transpose(0, 2, 1)
+    A_t = jnp.repeat(A_t, -(-batch // block), axis=0)  # [blocks, n, group]
+    return (channels(u), channels(delta), A_t, shared(B), shared(C), *map(channels, more)), num_groups
+
+
 @jax.custom_vjp
-def _sequential_time_major(u, delta, A, B, C):
-    """`u, delta [length, batch, d]`, `A [d, n]`, `B, C [length, batch, n]` -> `y [length, batch, d]`."""
+def _sequential(u, delta, A, B, C):
+    """`u, delta [batch, length, d]`, `A [d, n]`, `B, C [batch, length, n]` -> `y [batch, length, d]`."""
     return _sequential_fwd(u, delta, A, B, C)[0]
 
 
 def _sequential_fwd(u, delta, A, B, C):
-    def step(h, inputs):
-        u_t, delta_t, B_t, C_t = inputs  # [batch, d], [batch, d], [batch, n], [batch, n]
-        h_new = jnp.exp(delta_t[..., None] * A) * h + (delta_t * u_t)[..., None] * B_t[:, None, :]
-        return h_new, (jnp.sum(h_new * C_t[:, None, :], axis=-1), h)
-
-    h0 = jnp.zeros((u.shape[1], u.shape[2], A.shape[-1]), jnp.float32)
-    _, (y, h_prev) = jax.lax.scan(step, h0, (u, delta, B, C))
-    return y, (u, delta, A, B, C, h_prev)
+    blocks, num_groups = _blocked(u, delta, A, B, C)
+    y = jax.lax.map(lambda x: _block_forward(*x), blocks)
+    # Only the inputs are kept: the backward recomputes each block's states (memory independent of n).
+    return _from_blocks(y, u.shape[0], num_groups, u.shape[2]), (u, delta, A, B, C)
 
 
 def _sequential_bwd(residuals, grad_y):
-    # One reverse loop: the adjoint g_t = dL/dh_t = grad_y_t C_t + exp(delta_{t+1} A) g_{t+1}, with h_t recomputed
-    # from the stored h_{t-1}, and each step's gradients read off g_t (h_{t-1} g_t is the decay's, g_t the drive's).
-    u, delta, A, B, C, h_prev = residuals
-
-    def step(carry, inputs):
-        g_next, grad_A = carry  # exp(delta_{t+1} A) g_{t+1}, and the sum so far of A's gradient
-        u_t, delta_t, B_t, C_t, gy_t, h_prev_t = inputs
-        decay = jnp.exp(delta_t[..., None] * A)
-        drive_scale = delta_t * u_t
-        h_t = decay * h_prev_t + drive_scale[..., None] * B_t[:, None, :]
-        g = gy_t[..., None] * C_t[:, None, :] + g_next
-        grad_log_decay = g * h_prev_t * decay  # dL/d(delta_t A)
-        g_dot_B = jnp.sum(g * B_t[:, None, :], axis=-1)
-        grads_t = (
-            delta_t * g_dot_B,
-            jnp.sum(grad_log_decay * A, axis=-1) + u_t * g_dot_B,
-            jnp.sum(g * drive_scale[..., None], axis=1),
-            jnp.sum(h_t * gy_t[..., None], axis=1),
-        )
-        return (decay * g, grad_A + jnp.sum(grad_log_decay * delta_t[..., None], axis=0)), grads_t
-
-    carry = (jnp.zeros_like(h_prev[0]), jnp.zeros_like(A))
-    (_, grad_A), (grad_u, grad_delta, grad_B, grad_C) = jax.lax.scan(
-        step, carry, (u, delta, B, C, grad_y, h_prev), reverse=True
+    u, delta, A, B, C = residuals
+    (batch, _, d), n = u.shape, A.shape[1]
+    blocks, num_groups = _blocked(u, delta, A, B, C, grad_y)
+    (grad_u, grad_delta, grad_B, grad_C), grad_A = jax.lax.map(lambda x: _block_backward(*x), blocks)
+    grad_A = jnp.sum(grad_A.reshape(num_groups, -1, n, grad_A.shape[-1]), axis=1)  # [groups, n, group]
+    return (
+        _from_blocks(grad_u, batch, num_groups, d),
+        _from_blocks(grad_delta, batch, num_groups, d),
+        grad_A.transpose(0, 2, 1).reshape(-1, n)[:d],
+        _from_blocks(grad_B, batch, num_groups, minor=True),
+        _from_blocks(grad_C, batch, num_groups, minor=True),
     )
-    return grad_u, grad_delta, grad_A, grad_B, grad_C
 
 
-_sequential_time_major.defvjp(_sequential_fwd, _sequential_bwd)
-
-
-def _sequential(u, delta, A, B, C):
-    # Time-major inside, so that the `[length, batch, d, n]` states need no transpose; the derivative is written
-    # out (`_sequential_bwd`) so that the backward loop, like the forward, is one multiply-add per step.
-    time_major = [jnp.swapaxes(a, 0, 1) for a in (u, delta, B, C)]
-    return jnp.swapaxes(_sequential_time_major(*time_major[:2], A, *time_major[2:]), 0, 1)
+_sequential.defvjp(_sequential_fwd, _sequential_bwd)
 
 
 def _chunked(u, delta, A, B, C, chunk_size):
