@@ -7,11 +7,15 @@ recurrence, `mamba_ssm/ops/selective_scan_interface.py`) side by side.
     python -m benchmarks.scan --methods chunked,parallel --no-torch
     python -m benchmarks.scan --methods sequential,autodiff --lengths 256,1024 --no-torch --repeats 5
     python -m benchmarks.scan --torch-max-length 4096 --json docs/benchmarks_data/scan.json --plot docs/scan_scaling.png
+    python -m benchmarks.scan --methods sequential@512,sequential@1024,sequential@2048,sequential@4096 --no-torch \
+        --batch 8064 --width 32 --lengths 7                      # the sequential scan's block size, side by side
 
 - **ms**: the median of `--repeats` timed calls of the jitted function after one warm-up call; forward is
   `selective_scan(...)`, backward is `jax.grad` of `sum(y * w)` for a fixed random `w` with respect to u, delta,
   A, B, C and D (the forward included). Method `autodiff` is the plain `lax.scan` recurrence differentiated by
-  JAX (`autodiff_scan`), the baseline of "sequential"'s written-out derivative.
+  JAX (`autodiff_scan`), the baseline of "sequential"'s written-out derivative. `sequential@E` is "sequential" with
+  blocks of E state numbers per step instead of the library's 2,048 (`zoo.layers.scan._STEP_ELEMENTS`; at n = 16,
+  E / 16 columns of batch rows times channels): how that default was chosen.
 - **XLA MB**: XLA's static estimate of the compiled function's temporaries (`memory_analysis().temp_size_in_bytes`),
   deterministic and the same on every platform; the arguments (the inputs) are not counted.
 - **torch ms**: the reference recurrence, a Python loop over the length, forward and `backward()` through autograd
@@ -28,6 +32,7 @@ The figures change with the machine's load; the ranking is what `zoo.layers.scan
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -38,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.layers import scan as scan_lib
 from zoo.layers.scan import DEFAULT_CHUNK_SIZE, METHODS, selective_scan
 
 LENGTHS = (256, 1024, 4096, 16384)
@@ -84,9 +90,33 @@ def autodiff_scan(u, delta, A, B, C, D):
 BENCH_METHODS = (*METHODS, "autodiff")
 
 
+def parse_method(method: str) -> tuple[str, int | None]:
+    """"sequential@E" -> ("sequential", E), any other name -> (name, None); ValueError for an unknown or bad one."""
+    name, at, elements = method.partition("@")
+    if name not in BENCH_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(BENCH_METHODS)} (and sequential@E)")
+    if not at:
+        return name, None
+    if name != "sequential" or not elements.isdigit() or int(elements) < 1:
+        raise ValueError(f"bad method {method!r}: only sequential takes @E, E a positive number of state elements")
+    return name, int(elements)
+
+
+@contextlib.contextmanager
+def step_elements(elements: int | None):
+    """Trace the sequential scan with blocks of `elements` state numbers (None: the library's default)."""
+    default = scan_lib._STEP_ELEMENTS
+    scan_lib._STEP_ELEMENTS = elements or default
+    try:
+        yield
+    finally:
+        scan_lib._STEP_ELEMENTS = default
+
+
 def jax_case(inputs: dict[str, np.ndarray], method: str, chunk_size: int, repeats: int) -> dict[str, float]:
     args = {k: jnp.asarray(v) for k, v in inputs.items()}
     weights = jnp.asarray(np.random.default_rng(1).standard_normal(inputs["u"].shape).astype(np.float32))
+    method, elements = parse_method(method)
     if method == "autodiff":
         scan = lambda a: autodiff_scan(**a)
     else:
@@ -95,7 +125,8 @@ def jax_case(inputs: dict[str, np.ndarray], method: str, chunk_size: int, repeat
     backward = jax.jit(jax.grad(lambda a: jnp.sum(scan(a) * weights)))
     out = {}
     for mode, fn in (("forward", forward), ("backward", backward)):
-        compiled = fn.lower(args).compile()
+        with step_elements(elements):  # the block layout is fixed when the function is traced
+            compiled = fn.lower(args).compile()
         memory = compiled.memory_analysis()
         out[f"{mode}_ms"] = _time(lambda c=compiled: c(args), repeats)
         out[f"{mode}_xla_mb"] = (memory.temp_size_in_bytes if memory else float("nan")) / 2**20
@@ -237,9 +268,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--plot", type=Path, help="also write the scaling plot (PNG) here")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(methods) - set(BENCH_METHODS))
-    if unknown:
-        parser.error(f"unknown methods {unknown}; valid: {', '.join(BENCH_METHODS)}")
+    for method in methods:
+        try:
+            parse_method(method)
+        except ValueError as error:
+            parser.error(str(error))
     lengths = [int(n) for n in args.lengths.split(",") if n]
     with_torch = not args.no_torch
     print(

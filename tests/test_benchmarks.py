@@ -339,6 +339,27 @@ def test_scan_benchmark_autodiff_baseline_equals_the_scan():
         bench_scan.main(["--methods", "fft", "--no-torch"])
 
 
+def test_scan_benchmark_compares_block_sizes(capsys):
+    from benchmarks import scan as bench_scan
+    from zoo.layers import scan as scan_lib
+
+    inputs = {k: jnp.asarray(v) for k, v in bench_scan.make_inputs(5, 6, 24, 4).items()}
+    default_layout, want = scan_lib._layout(5, 24, 4), scan_lib.selective_scan(**inputs, method="sequential")
+    with bench_scan.step_elements(32):  # 8 columns: 3 channel groups, 5 blocks of one row
+        assert scan_lib._layout(5, 24, 4) == (1, 8) != default_layout
+        got = jax.jit(lambda a: scan_lib.selective_scan(**a, method="sequential"))(inputs)
+    assert scan_lib._layout(5, 24, 4) == default_layout
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+    argv = ["--lengths", "7", "--batch", "3", "--width", "8", "--no-torch", "--repeats", "1"]
+    rows = bench_scan.main([*argv, "--methods", "sequential@256,sequential"])
+    assert rows[0]["sequential@256_backward_ms"] > 0 and rows[0]["sequential_backward_ms"] > 0
+    for bad in ("parallel@256", "sequential@x", "sequential@0"):
+        with pytest.raises(SystemExit):
+            bench_scan.main([*argv, "--methods", bad])
+        assert bad in capsys.readouterr().err
+
+
 def test_mlp_variants_compute_the_same_step_and_gradients(tmp_path):
     from benchmarks import mlp_variants
 
