@@ -322,11 +322,46 @@ def test_tsm2_short_training_reduces_the_loss():
         (dict(e_layers=0), "e_layers"),
         (dict(num_time_features=-1), "num_time_features"),
         (dict(expand=0.0), "expand"),
+        (dict(head_norm="batch"), "head_norm must be one of"),
     ],
 )
 def test_tsm2_invalid_fields_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
         zoo.create_model("tsm2_tiny", **{**TINY, **overrides})
+
+
+@pytest.mark.parametrize("head_norm", ["features_patches", "joint", "features", "none"])
+def test_tsm2_head_norm_against_numpy(head_norm):
+    """The forecast from the sown encoder features, written in NumPy: LayerNorm over the features, then over the
+    patches ("features_patches"; "features" stops after the first, "none" skips both; "joint" one LayerNorm over
+    patches and features together), flattened, the head's affine map."""
+    model = zoo.create_model("tsm2_tiny", **TINY, use_norm=False, head_norm=head_norm)
+    x = series((2, 32, 3))
+    variables = perturbed(jax.jit(model.init)(jax.random.key(0), x), scale=0.05)
+    params = variables["params"]
+    assert sorted(k for k in params if k.startswith("norm_")) == {
+        "features_patches": ["norm_features", "norm_patches"],
+        "joint": ["norm_joint"],
+        "features": ["norm_features"],
+        "none": [],
+    }[head_norm]
+    y, state = model.apply(variables, x, mutable=["intermediates"])
+    h = np.asarray(state["intermediates"]["features"][0], np.float64)  # [batch, series, patches, d_model]
+
+    def layer_norm(a, axis, p):
+        a = (a - a.mean(axis, keepdims=True)) / np.sqrt(a.var(axis, keepdims=True) + 1e-5)
+        shape = [1] * a.ndim
+        shape[axis] = -1
+        return a * np.asarray(p["scale"]).reshape(shape) + np.asarray(p["bias"]).reshape(shape)
+
+    if head_norm == "joint":
+        h = layer_norm(h.reshape(2, 3, -1), 2, params["norm_joint"])
+    if head_norm in ("features_patches", "features"):
+        h = layer_norm(h, 3, params["norm_features"])
+    if head_norm == "features_patches":
+        h = layer_norm(h, 2, params["norm_patches"])
+    want = h.reshape(2, 3, -1) @ np.asarray(params["head"]["kernel"]) + np.asarray(params["head"]["bias"])
+    np.testing.assert_allclose(np.asarray(y), want.transpose(0, 2, 1), rtol=1e-4, atol=1e-5)
 
 
 def test_tsm2_registry_defaults():

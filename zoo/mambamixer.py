@@ -87,6 +87,7 @@ from zoo.registry import Paper, register_model
 
 NORM_EPS = 1e-5
 DENSE_INITS = ("identity", "uniform")
+HEAD_NORMS = ("features_patches", "joint", "features", "none")  # TSM2's normalisation before the head
 # torch.nn.Linear's default init for a stack of K kernels [K, in, out]: U(+-1/sqrt(in)).
 stacked_torch_kernel_init = nn.initializers.variance_scaling(
     1.0 / 3.0, "fan_in", "uniform", in_axis=-2, out_axis=-1, batch_axis=(0,)
@@ -595,6 +596,12 @@ class TSM2(nn.Module):
     series of `x_mark` as extra (unnormalised) series for the variate mixer, dropped by the head; `x_mark` stays
     optional (without it the model uses the enc_in series only). The encoder's output before the 2-D norm,
     `[batch, series, N, d_model]`, is sown as `intermediates/features` (ask with `mutable=["intermediates"]`).
+
+    `head_norm`, the paper's "2D normalization ... across both the time and the feature dimension" before the head:
+    "features_patches" (default) a LayerNorm over the features, then one over the patches (the replication's
+    reading); "joint" one LayerNorm over the patches and features together, with an elementwise affine of N * d_model
+    (TSMixer's 2-D LayerNorm, `LayerNormalization(axis=[-2, -1])`, which MambaMixer cites); "features" the first
+    LayerNorm only; "none" neither. Measured on ETTh1 in docs/results.md.
     """
 
     seq_len: int = 512
@@ -612,6 +619,7 @@ class TSM2(nn.Module):
     use_norm: bool = True
     num_time_features: int = 0
     dense_init: str = "identity"
+    head_norm: str = "features_patches"  # the 2-D normalisation, one of HEAD_NORMS (see the class docstring)
     scan_method: str = DEFAULT_METHOD
     chunk_size: int = DEFAULT_CHUNK_SIZE
     dtype: Any = jnp.float32
@@ -642,6 +650,8 @@ class TSM2(nn.Module):
             raise ValueError(f"{name}: dropout must be in [0, 1), got {self.dropout}")
         if self.dense_init not in DENSE_INITS:
             raise ValueError(f"{name}: dense_init must be one of {DENSE_INITS}, got {self.dense_init!r}")
+        if self.head_norm not in HEAD_NORMS:
+            raise ValueError(f"{name}: head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
         if self.scan_method not in METHODS:
             raise ValueError(f"{name}: scan_method must be one of {METHODS}, got {self.scan_method!r}")
         super().__post_init__()
@@ -705,9 +715,14 @@ class TSM2(nn.Module):
             channels.append(y_variate)
         h = channels[-1]
         self.sow("intermediates", "features", h)
-        # 2-D normalisation: over the features, then over the patches.
-        h = layer_norm(NORM_EPS, name="norm_features", **kw)(h)
-        h = jnp.swapaxes(layer_norm(NORM_EPS, name="norm_patches", **kw)(jnp.swapaxes(h, 2, 3)), 2, 3)
+        # The 2-D normalisation (see `head_norm`).
+        if self.head_norm == "joint":
+            flat = h.reshape(*h.shape[:2], -1)
+            h = layer_norm(NORM_EPS, name="norm_joint", **kw)(flat).reshape(h.shape)
+        if self.head_norm in ("features_patches", "features"):
+            h = layer_norm(NORM_EPS, name="norm_features", **kw)(h)
+        if self.head_norm == "features_patches":
+            h = jnp.swapaxes(layer_norm(NORM_EPS, name="norm_patches", **kw)(jnp.swapaxes(h, 2, 3)), 2, 3)
         h = h[:, : self.enc_in].reshape(h.shape[0], self.enc_in, -1)  # time-feature series dropped
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
         y = torch_dense_layer(self.pred_len, h.shape[-1], "head", **kw)(h)  # [batch, enc_in, pred_len]
