@@ -221,6 +221,45 @@ def test_baselines_match_numpy_on_a_small_csv(tmp_path):
     assert "mse" in short[0] and short[1]["missing"] == "needs seq_len >= the season length 24, got seq_len 20"
 
 
+def test_linear_baseline_matches_a_numpy_least_squares_fit(tmp_path):
+    """The closed-form linear baseline against the ridge solution written from the full design matrix of every
+    training window and channel (NumPy, float64; rows in the data's units: the normalised lookback and a one, times
+    the window's std, against the horizon minus the window's mean), scored on every test window."""
+    path = _write_csv(tmp_path / "tiny.csv")
+    seq_len, pred_len, ridge = 30, 8, 0.5
+    (row,) = baseline_rows(str(path), [pred_len], seq_len=seq_len, baselines=("linear",), ridge=ridge)
+    values = pd.read_csv(path).drop(columns="date").to_numpy(np.float64)
+    num_train, num_test = int(300 * 0.7), int(300 * 0.2)
+    mu, sd = values[:num_train].mean(0), values[:num_train].std(0)
+    z = (values - mu) / sd
+
+    def windows(segment):
+        design, targets, stats = [], [], []
+        for s in range(len(segment) - seq_len - pred_len + 1):
+            for c in range(segment.shape[1]):
+                x, y = segment[s : s + seq_len, c], segment[s + seq_len : s + seq_len + pred_len, c]
+                m, d = x.mean(), np.sqrt(x.var() + 1e-5)
+                design.append(np.append((x - m) / d, 1.0) * d)
+                targets.append(y - m)
+                stats.append((m, d, y))
+        return np.array(design), np.array(targets), stats
+
+    design, targets, _ = windows(z[:num_train])
+    weights = np.linalg.solve(design.T @ design + ridge * np.eye(seq_len + 1), design.T @ targets)
+    test_design, _, stats = windows(z[300 - num_test - seq_len :])
+    pred = np.array([p + m for p, (m, _, _) in zip(test_design @ weights, stats, strict=True)])  # rows carry d
+    true = np.array([y for _, _, y in stats])
+    channels = values.shape[1]
+    to_windows = lambda a: a.reshape(-1, channels, pred_len).transpose(0, 2, 1)
+    pred, true = to_windows(pred), to_windows(true)
+    mase_scale = np.mean(np.abs(z[24:num_train] - z[: num_train - 24]), axis=0)
+    want = np_metrics(pred, true, np.ones(len(pred)), slice(0, None), mu, sd, mase_scale)
+    assert row["baseline"] == "linear" and row["ridge"] == ridge and row["num_examples"] == len(pred) == 53
+    for name in ("mse", "mae", "mase", "smape", "mse_per_channel"):
+        np.testing.assert_allclose(row[name], want[name], rtol=1e-4, err_msg=name)
+    assert row["mse"] < 0.5 * baseline_rows(str(path), [pred_len], seq_len=seq_len)[0]["mse"]  # beats naive here
+
+
 def test_baselines_on_etth1_match_numpy_and_the_published_repeat_figures():
     rows = {r["baseline"]: r for r in baseline_rows("ETTh1", [96])}
     values = pd.read_csv(data_directory() / "ETTh1.csv").drop(columns="date").to_numpy(np.float64)
@@ -255,6 +294,8 @@ def test_cli_writes_the_table_and_json(tmp_path, capsys):
         (["--datasets", "ETTh1", "--horizons", "96,abc"], "--horizons must be integers >= 1"),
         (["--datasets", "ETTh1", "--seq-len", "0"], "--seq-len must be integers >= 1"),
         (["--datasets", "ETTh1", "--season-length", "-1"], "--season-length must be integers >= 0"),
+        (["--datasets", "ETTh1", "--baselines", "naive,lstm"], "--baselines must name some of"),
+        (["--datasets", "ETTh1", "--ridge", "-1"], "--ridge must be a finite number >= 0"),
         (["--datasets", "ETTh1", "--horizons", "96", "--season-length", "9000"], "task.season_length 9000"),
     ],
 )
