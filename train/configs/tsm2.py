@@ -71,6 +71,7 @@ def get_config(arg=None):
         expand=2.0,
         dropout=dropout,
         use_norm=True,
+        head_norm="joint",
     )
     c.task.name = "forecasting"
     c.data.dataset = dataset
