@@ -90,9 +90,11 @@ EXPECTED_PARAMS = {
     "vim2_small": 42_499_564,
     "vim2_base": 73_493_644,
     "vim2_tiny_8": 74_390,
-    # TSM2: the public replication's ETTh1 settings at lookback 512.
-    "tsm2": 115_532,
-    "tsm2_tiny": 16_924,
+    # TSM2: the public replication's ETTh1 settings at lookback 512. The joint 2-D LayerNorm's affine is
+    # 2 * patches * d_model (2 * 63 * 16 = 2,016; tiny 2 * 15 * 16 = 480), where the replication's two LayerNorms had
+    # 2 * (d_model + patches) (158; tiny 62): 115,532 and 16,924 with those.
+    "tsm2": 117_390,
+    "tsm2_tiny": 17_342,
 }
 
 NAMES = zoo.list_models()
