@@ -84,8 +84,8 @@ def _parallel(u, delta, A, B, C):
 # block laid out `[n, block, group]` (channels minor) and about `_STEP_ELEMENTS` numbers in all. A block's state then
 # stays in the core's L1 cache for the whole sequence, and each step is a few vector multiply-adds too small for
 # XLA:CPU to split over threads (which costs more than it gains at this size), where a whole-batch step streams
-# `[batch, d, n]` through memory several times. Chosen by measurement (`benchmarks.scan`, d = 32 to 384, n = 16):
-# 2,048 numbers per step, faster than 1,024 and 4,096+.
+# `[batch, d, n]` through memory several times. Chosen by measurement (`benchmarks.scan --methods sequential@E,...`,
+# d = 32 to 384, n = 16; figures in docs/benchmarks.md): 2,048 numbers per step, faster than 1,024 and 4,096+.
 _STEP_ELEMENTS = 2048
 
 
